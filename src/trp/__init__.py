@@ -1,0 +1,60 @@
+"""trp: Trained Rank Pruning (Xu et al., IJCAI 2020) for PyTorch models.
+
+Factorize a trained model's conv and linear layers into low-rank pairs::
+
+    import torch, trp
+    model = trp.models.create_model("resnet20")
+    report = trp.decompose_(model, trp.DecomposeConfig(scheme="spatial"), torch.randn(1, 3, 32, 32))
+    print(report.table())
+"""
+
+from . import models
+from .checkpoint import Checkpoint, CheckpointError, load_decomposed, read_checkpoint, save_checkpoint
+from .config import DecomposeConfig
+from .counting import MacCount, count_macs
+from .criteria import (
+    EnergyCriterion,
+    FixedRankCriterion,
+    FractionCriterion,
+    RankCriterion,
+    ValueCriterion,
+    parse_criterion,
+)
+from .layers import ChannelWiseConv2d, LowRankLinear, SpatialWiseConv2d
+from .lowrank import LowRankSolution, matrix_to_weight, truncated_svd, weight_to_matrix
+from .plan import PlanEntry, RankPlan
+from .report import DecompositionReport, LayerReport
+from .surgery import apply_plan_, decompose_
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "models",
+    "decompose_",
+    "apply_plan_",
+    "DecomposeConfig",
+    "DecompositionReport",
+    "LayerReport",
+    "RankPlan",
+    "PlanEntry",
+    "EnergyCriterion",
+    "ValueCriterion",
+    "FixedRankCriterion",
+    "FractionCriterion",
+    "RankCriterion",
+    "parse_criterion",
+    "ChannelWiseConv2d",
+    "SpatialWiseConv2d",
+    "LowRankLinear",
+    "LowRankSolution",
+    "truncated_svd",
+    "weight_to_matrix",
+    "matrix_to_weight",
+    "count_macs",
+    "MacCount",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_decomposed",
+    "Checkpoint",
+    "CheckpointError",
+]
