@@ -1,0 +1,214 @@
+"""The ``trp`` command line: ``trp decompose``, ``trp macs``, ``trp models``.
+
+Every command prints what it did; errors are one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, load_state_dict_, read_checkpoint, save_checkpoint
+from .config import DecomposeConfig
+from .counting import count_macs
+from .criteria import parse_criterion
+from .lowrank import SCHEMES
+from .models import create_model, get_model_spec, list_models
+from .plan import RankPlan
+from .surgery import apply_plan_, decompose_
+
+__all__ = ["main", "build_parser"]
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    entry: dict[str, Any]
+    plan: RankPlan
+    input_size: tuple[int, ...]
+    trained: bool
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help=f"registered architecture ({', '.join(list_models())}); "
+                       "optional when --checkpoint is a trp checkpoint, which names its model")
+    group.add_argument("--checkpoint", type=Path, help="weights: a trp checkpoint or a plain state dict "
+                       "(torch.save(model.state_dict(), path)); without it the weights are random")
+    group.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own)")
+    group.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                       help="input size for MAC counts (default: the model's own, e.g. 3 32 32)")
+
+
+def _load_model(args: argparse.Namespace) -> LoadedModel:
+    checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    entry: dict[str, Any] = dict(checkpoint.model) if checkpoint and checkpoint.model else {}
+    if args.model:
+        if entry and entry.get("name") != args.model:
+            raise CliError(
+                f"--model {args.model} does not match the checkpoint, which holds a {entry.get('name')}; "
+                "drop --model or pass the right checkpoint."
+            )
+        entry.setdefault("name", args.model)
+    if "name" not in entry:
+        raise CliError("name the architecture with --model (e.g. --model resnet20): the checkpoint does not say.")
+    kwargs = dict(entry.get("kwargs", {}))
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    entry["kwargs"] = kwargs
+    spec = get_model_spec(entry["name"])
+    model = create_model(entry["name"], **kwargs)
+    plan = RankPlan()
+    if checkpoint is not None:
+        if checkpoint.plan is not None:
+            apply_plan_(model, checkpoint.plan)
+            plan = checkpoint.plan
+        load_state_dict_(model, checkpoint.state_dict, source=str(args.checkpoint))
+    input_size = tuple(args.input_size) if args.input_size else spec.input_size
+    return LoadedModel(model.eval(), entry, plan, input_size, trained=checkpoint is not None)
+
+
+def _cmd_decompose(args: argparse.Namespace) -> None:
+    config = DecomposeConfig(
+        scheme=args.scheme,
+        criterion=parse_criterion(args.criterion),
+        rank_multiple=args.rank_multiple,
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        decompose_linear=not args.no_linear,
+        grouped=args.grouped,
+        keep_unprofitable=args.keep_unprofitable,
+    )
+    if args.output is not None and not args.output.parent.is_dir():
+        raise CliError(f"cannot write {args.output}: directory {args.output.parent} does not exist.")
+    loaded = _load_model(args)
+    if not loaded.trained:
+        print("note: no --checkpoint, so the weights are random: ranks and errors say little about a trained model.")
+    example = torch.zeros(1, *loaded.input_size)
+    report = decompose_(loaded.model, config, example)
+    print(report.table())
+    plan = RankPlan(loaded.plan.layers + report.plan.layers)
+    if args.report is not None:
+        args.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote report {args.report}")
+    if args.output is not None:
+        save_checkpoint(args.output, loaded.model, plan, loaded.entry, metadata={"decomposition": report.to_dict()})
+        print(f"wrote decomposed checkpoint {args.output} ({len(plan.layers)} factorized layers)")
+    else:
+        print("no --output given: nothing saved")
+
+
+def _cmd_macs(args: argparse.Namespace) -> None:
+    loaded = _load_model(args)
+    counted = count_macs(loaded.model, torch.zeros(1, *loaded.input_size))
+    if args.json is not None:
+        data = {
+            "model": loaded.entry,
+            "input_size": list(loaded.input_size),
+            "conv_macs": counted.conv_macs,
+            "model_macs": counted.model_macs,
+            "params": counted.params,
+            "layers": [
+                {"name": c.name, "kind": c.kind, "macs": c.macs, "params": c.params, "calls": c.calls}
+                for c in counted.layers
+            ],
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    if not args.totals_only:
+        header = f"{'layer':<40} {'kind':<6} {'MACs':>15} {'params':>12}"
+        print(header)
+        print("-" * len(header))
+        for c in counted.layers:
+            print(f"{c.name:<40} {c.kind:<6} {c.macs:>15,} {c.params:>12,}")
+        print("-" * len(header))
+    print(f"{loaded.entry['name']}, input {tuple(loaded.input_size)}, per example (1 MAC = 1 multiply-accumulate):")
+    print(f"conv MACs   {counted.conv_macs:>16,}  ({counted.conv_macs / 1e6:,.2f} M)")
+    print(f"model MACs  {counted.model_macs:>16,}  ({counted.model_macs / 1e6:,.2f} M; conv + linear)")
+    print(f"parameters  {counted.params:>16,}  ({counted.params / 1e6:,.3f} M)")
+    if loaded.plan.layers:
+        print(f"{len(loaded.plan.layers)} layers are factorized (from the checkpoint's rank plan)")
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    for name in list_models():
+        spec = get_model_spec(name)
+        print(f"{name:<12} input {spec.input_size}  classes {spec.num_classes}  {spec.builder.__doc__ or ''}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trp",
+        description="Trained Rank Pruning: factorize CNN layers into low-rank pairs and count what it saves.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    decompose = commands.add_parser(
+        "decompose",
+        help="factorize a model's conv/linear layers; print a per-layer table; save a decomposed checkpoint",
+        description="Factorize the conv and linear layers of a registered model (optionally with weights "
+        "from --checkpoint) by truncated SVD, print what each layer became, and save the result with "
+        "its rank plan.",
+    )
+    _add_model_arguments(decompose)
+    decompose.add_argument("--scheme", choices=SCHEMES, default="channel",
+                           help="channel (TRP1: kxk conv to rank r, then 1x1) or spatial (TRP2: kx1 then 1xk); "
+                           "default: channel")
+    decompose.add_argument("--criterion", default="energy:0.02",
+                           help="rank criterion KIND:VALUE: energy:E (prune fraction E of the singular-value "
+                           "energy), value:V (drop singular values < V), rank:R, fraction:F; default: energy:0.02")
+    decompose.add_argument("--rank-multiple", type=int, default=1, metavar="N",
+                           help="round ranks up to a multiple of N (e.g. 8); default: 1")
+    decompose.add_argument("--include", action="append", default=[], metavar="REGEX",
+                           help="only layers whose full name matches (repeatable)")
+    decompose.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                           help="leave layers whose full name matches dense (repeatable)")
+    decompose.add_argument("--no-linear", action="store_true", help="leave nn.Linear layers dense")
+    decompose.add_argument("--grouped", choices=("per_group", "skip"), default="per_group",
+                           help="grouped convs: factorize per group, or leave dense; default: per_group")
+    decompose.add_argument("--keep-unprofitable", action="store_true",
+                           help="also factorize layers whose factorized form costs more MACs")
+    decompose.add_argument("--output", "-o", type=Path, help="write the decomposed checkpoint here")
+    decompose.add_argument("--report", type=Path, help="write the per-layer report as JSON here")
+    decompose.set_defaults(run=_cmd_decompose)
+
+    macs = commands.add_parser(
+        "macs",
+        help="count MACs and parameters, per layer and in total",
+        description="Count multiply-accumulates (1 MAC = 1 multiply + 1 add) per example and parameters of a "
+        "registered model or a (decomposed) checkpoint, by a forward pass with hooks.",
+    )
+    _add_model_arguments(macs)
+    macs.add_argument("--totals-only", action="store_true", help="print only the totals")
+    macs.add_argument("--json", type=Path, help="also write the counts as JSON here")
+    macs.set_defaults(run=_cmd_macs)
+
+    models = commands.add_parser("models", help="list the registered models", description="List the registered models.")
+    models.set_defaults(run=_cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (CliError, CheckpointError, ValueError, OSError) as error:
+        print(f"trp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
