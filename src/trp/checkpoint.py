@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,9 +103,14 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        if found is None:
+            raise CheckpointError(
+                f"cannot read {path} as a PyTorch checkpoint: it is truncated, corrupt or another format."
+            ) from None
         raise CheckpointError(
-            f"{path} holds pickled Python objects, not only tensors, and trp never unpickles code. "
-            f"Re-save it as a state dict: torch.save(model.state_dict(), path). ({str(error).splitlines()[0]})"
+            f"{path} holds pickled Python objects ({found.group(1)}), not only tensors, and trp never "
+            "unpickles code. Re-save it as a state dict: torch.save(model.state_dict(), path)."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(

@@ -1,0 +1,132 @@
+"""Decomposed checkpoints reload into a fresh model, and bad files get clear errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from trp import DecomposeConfig, RankPlan, apply_plan_, decompose_
+from trp.checkpoint import CheckpointError, load_decomposed, read_checkpoint, save_checkpoint
+from trp.criteria import EnergyCriterion, FixedRankCriterion
+from trp.models import create_model
+from trp.plan import PlanEntry
+
+from test_surgery import Nested, example
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, scheme):
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    x = torch.randn(4, 3, 32, 32)
+    report = decompose_(model, DecomposeConfig(scheme=scheme, criterion=FixedRankCriterion(6)), x)
+    path = save_checkpoint(tmp_path / "r20.pt", model, report.plan, {"name": "resnet20", "kwargs": {}})
+    fresh = create_model("resnet20").eval()
+    load_decomposed(path, fresh)
+    assert torch.equal(fresh(x), model(x))
+    assert [type(m) for m in fresh.modules()] == [type(m) for m in model.modules()]
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.model == {"name": "resnet20", "kwargs": {}}
+    assert checkpoint.plan == report.plan
+
+
+def test_shared_modules_survive_the_round_trip(tmp_path):
+    model = Nested().eval()
+    report = decompose_(model, DecomposeConfig(criterion=FixedRankCriterion(3)), example())
+    path = save_checkpoint(tmp_path / "nested.pt", model, report.plan)
+    fresh = load_decomposed(path, Nested().eval())
+    assert fresh.again is fresh.body[0][0]
+    x = example()
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_plan_json_round_trip():
+    plan = RankPlan([PlanEntry("a.b", "spatial", 4, ("c",)), PlanEntry("fc", "linear", 2)])
+    assert RankPlan.from_json(plan.to_json()) == plan
+    with pytest.raises(ValueError, match="version"):
+        RankPlan.from_dict({"version": 7, "layers": []})
+    with pytest.raises(ValueError, match="kind"):
+        PlanEntry("x", "tucker", 3)
+
+
+def test_plan_from_another_model_is_a_clear_error(tmp_path):
+    model = create_model("resnet20")
+    report = decompose_(model, DecomposeConfig(criterion=EnergyCriterion(0.3)), torch.randn(1, 3, 32, 32))
+    path = save_checkpoint(tmp_path / "r20.pt", model, report.plan)
+    with pytest.raises(CheckpointError, match="does not have"):
+        load_decomposed(path, Nested())
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_decomposed(path, create_model("resnet32"))  # same names for 20 layers, more weights
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_decomposed(path, create_model("resnet20", num_classes=100))
+
+
+def test_plan_that_does_not_fit_leaves_the_model_unchanged():
+    model = Nested()
+    bad = RankPlan([PlanEntry("stem", "channel", 2), PlanEntry("head", "channel", 2)])
+    with pytest.raises(ValueError, match="'head' as channel, but in this model it is a Linear"):
+        apply_plan_(model, bad)
+    assert type(model.stem) is nn.Conv2d
+    with pytest.raises(ValueError, match="above its full rank"):
+        apply_plan_(model, RankPlan([PlanEntry("stem", "channel", 17)]))
+    with pytest.raises(ValueError, match="shares"):
+        apply_plan_(model, RankPlan([PlanEntry("stem", "channel", 2, ("again",))]))
+
+
+def test_decomposed_weights_without_a_plan_do_not_load(tmp_path):
+    model = Nested()
+    decompose_(model, DecomposeConfig(criterion=FixedRankCriterion(3)), example())
+    torch.save(model.state_dict(), tmp_path / "raw.pt")
+    with pytest.raises(CheckpointError, match="without its rank plan"):
+        load_decomposed(tmp_path / "raw.pt", Nested())
+
+
+def test_plain_and_ddp_state_dicts_load(tmp_path):
+    model = Nested()
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "ddp.pt")
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "nested.pt")
+    for name in ("ddp.pt", "nested.pt"):
+        fresh = load_decomposed(tmp_path / name, Nested())
+        assert torch.equal(fresh.stem.weight, model.stem.weight)
+
+
+class NotAWeight:
+    pass
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda path: None, "does not exist"),
+        (lambda path: path.write_bytes(b"\x00garbage" * 10), "cannot read"),
+        (lambda path: torch.save({"net": NotAWeight()}, path), "never unpickles code"),
+        (lambda path: torch.save({"epoch": 3, "lr": 0.1}, path), "not a model checkpoint"),
+        (lambda path: torch.save({"format": "trp-checkpoint", "version": 9}, path), "version 9"),
+        (
+            lambda path: torch.save({"format": "trp-checkpoint", "version": 1, "plan": "{bad", "state_dict": {}}, path),
+            "not valid JSON",
+        ),
+    ],
+    ids=["missing", "corrupt", "pickled-code", "foreign", "future-version", "bad-plan"],
+)
+def test_bad_files_get_clear_errors(tmp_path, write, message):
+    path = tmp_path / "bad.pt"
+    write(path)
+    with pytest.raises(CheckpointError, match=message):
+        load_decomposed(path, Nested())
+
+
+def test_save_is_atomic_and_checks_the_directory(tmp_path, monkeypatch):
+    model = Nested()
+    path = save_checkpoint(tmp_path / "a.pt", model)
+    original = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, Nested())
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]  # no temporary file left
+    with pytest.raises(CheckpointError, match="does not exist"):
+        save_checkpoint(tmp_path / "missing" / "b.pt", model)
