@@ -68,6 +68,12 @@ class FactorizedLayer(nn.Module):
     second: nn.Module
     rank: int
 
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {rank!r}.")
+        self.rank = rank
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.second(self.first(x))
 
@@ -173,13 +179,10 @@ class FactorizedConv2d(FactorizedLayer):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1, got {rank}.")
+        super().__init__(rank)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = nn.modules.utils._pair(kernel_size)
-        self.rank = rank
         self.stride = nn.modules.utils._pair(stride)
         self.padding = padding if isinstance(padding, str) else nn.modules.utils._pair(padding)
         self.dilation = nn.modules.utils._pair(dilation)
@@ -327,10 +330,8 @@ class LowRankLinear(FactorizedLayer):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1, got {rank}.")
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        super().__init__(rank)
+        self.in_features, self.out_features = in_features, out_features
         self.first = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
         self.second = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
 
