@@ -23,6 +23,7 @@ from .criteria import (
 from .layers import ChannelWiseConv2d, LowRankLinear, SpatialWiseConv2d
 from .lowrank import LowRankSolution, matrix_to_weight, truncated_svd, weight_to_matrix
 from .plan import PlanEntry, RankPlan
+from .rank_training import TRPConfig, TRPHandle, attach_trp
 from .report import DecompositionReport, LayerReport
 from .surgery import apply_plan_, decompose_
 
@@ -32,6 +33,9 @@ __all__ = [
     "models",
     "decompose_",
     "apply_plan_",
+    "attach_trp",
+    "TRPConfig",
+    "TRPHandle",
     "DecomposeConfig",
     "DecompositionReport",
     "LayerReport",

@@ -26,6 +26,9 @@ __all__ = [
     "weight_to_matrix",
     "matrix_to_weight",
     "truncated_svd",
+    "thin_svd",
+    "batched_thin_svd",
+    "solution_from_svd",
     "round_rank",
 ]
 
@@ -143,9 +146,17 @@ def _svd_by_gram(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return long_vectors.mT, s, vectors.mT
 
 
-def _stable_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD in float32 (float64 for float64 input). If the eigendecomposition does not
-    converge, LAPACK's SVD in float64 takes over."""
+def thin_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD ``M = u diag(s) vh`` of a batch ``(g, m, k)``: ``u (g, m, p)``, ``s (g, p)``
+    descending, ``vh (g, p, k)``, ``p = min(m, k)``.
+
+    Runs in float32 (float64 for float64 input; half precision is promoted) through the
+    Gram matrix (see :func:`_svd_by_gram`). If that does not converge, LAPACK's SVD in
+    float64 takes over.
+
+    Raises:
+        RuntimeError: the SVD did not converge, even in float64.
+    """
     work = matrix if matrix.dtype == torch.float64 else matrix.float()
     try:
         return _svd_by_gram(work)
@@ -159,6 +170,47 @@ def _stable_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
             f"({error}); the weight is likely degenerate: inspect or re-initialize it."
         ) from error
     return u.to(work.dtype), s.to(work.dtype), vh.to(work.dtype)
+
+
+def batched_thin_svd(matrices: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`thin_svd` of each ``(g, m, k)`` matrix batch; batches of one shape, dtype and
+    device are stacked and decomposed in one call (fewer, larger LAPACK calls)."""
+    buckets: dict[tuple, list[int]] = {}
+    for index, matrix in enumerate(matrices):
+        buckets.setdefault((tuple(matrix.shape), matrix.dtype, matrix.device), []).append(index)
+    results: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * len(matrices)
+    for indices in buckets.values():
+        groups = [matrices[i].shape[0] for i in indices]
+        u, s, vh = thin_svd(torch.cat([matrices[i] for i in indices]))
+        for i, u_i, s_i, vh_i in zip(indices, u.split(groups), s.split(groups), vh.split(groups)):
+            results[i] = (u_i, s_i, vh_i)
+    return results  # type: ignore[return-value]
+
+
+def solution_from_svd(
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, criterion: RankCriterion, rank_multiple: int = 1
+) -> LowRankSolution:
+    """Truncate a thin SVD (as from :func:`thin_svd`) at the rank ``criterion`` picks: each
+    group gets its own rank and the solution keeps the largest, rounded up to
+    ``rank_multiple``. An all-zero matrix gives rank 1 with zero factors and zero error."""
+    full_rank = s.shape[-1]
+    energy = s.double().square()
+    total = float(energy.sum())
+    if total == 0.0:
+        rank = 1
+    else:
+        rank = max(criterion.select_rank(group_values) for group_values in s)
+        rank = round_rank(rank, rank_multiple, full_rank)
+    dropped = float(energy[:, rank:].sum())
+    return LowRankSolution(
+        u=u[..., :rank],
+        s=s[:, :rank],
+        vh=vh[:, :rank, :],
+        singular_values=s,
+        rank=rank,
+        full_rank=full_rank,
+        relative_error=math.sqrt(dropped / total) if total > 0.0 else 0.0,
+    )
 
 
 def truncated_svd(matrix: torch.Tensor, criterion: RankCriterion, rank_multiple: int = 1) -> LowRankSolution:
@@ -178,23 +230,4 @@ def truncated_svd(matrix: torch.Tensor, criterion: RankCriterion, rank_multiple:
         raise ValueError(f"expected a matrix or a batch of matrices, got shape {tuple(matrix.shape)}.")
     if not torch.isfinite(batch).all():
         raise ValueError("the weight contains NaN or infinite values; it cannot be decomposed.")
-    u, s, vh = _stable_svd(batch)
-    full_rank = s.shape[-1]
-    energy = s.double().square()
-    total = float(energy.sum())
-    if total == 0.0:
-        rank = 1
-    else:
-        rank = max(criterion.select_rank(group_values) for group_values in s)
-        rank = round_rank(rank, rank_multiple, full_rank)
-    dropped = float(energy[:, rank:].sum())
-    relative_error = math.sqrt(dropped / total) if total > 0.0 else 0.0
-    return LowRankSolution(
-        u=u[..., :rank],
-        s=s[:, :rank],
-        vh=vh[:, :rank, :],
-        singular_values=s,
-        rank=rank,
-        full_rank=full_rank,
-        relative_error=relative_error,
-    )
+    return solution_from_svd(*thin_svd(batch), criterion, rank_multiple)

@@ -20,7 +20,7 @@ from .layers import FACTORIZED_CONVS, FactorizedLayer, LowRankLinear, unsupporte
 from .plan import RankPlan
 from .report import DecompositionReport, LayerReport
 
-__all__ = ["decompose_", "apply_plan_", "FilterFn"]
+__all__ = ["decompose_", "apply_plan_", "factorizable_layers", "FilterFn"]
 
 FilterFn = Callable[[nn.Module, str], bool]
 _LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -109,6 +109,20 @@ def _skip_reason_before_svd(module: nn.Module, config: DecomposeConfig, calls: i
     if calls == 0:
         return "did not run in the forward pass of the example input, so its cost is unknown"
     return None
+
+
+def factorizable_layers(
+    model: nn.Module, config: DecomposeConfig, filter_fn: FilterFn | None = None
+) -> list[tuple[str, nn.Module]]:
+    """The ``(name, module)`` pairs that :func:`decompose_` would consider and could factorize
+    (selected by ``config`` and ``filter_fn``, of a supported type, not depthwise, ...),
+    each module once. Training with TRP targets exactly these."""
+    _refuse_wrapped(model)
+    return [
+        (candidate.name, candidate.module)
+        for candidate in _select(model, config, filter_fn)
+        if _skip_reason_before_svd(candidate.module, config, calls=1) is None
+    ]
 
 
 def _replace(model: nn.Module, names: list[str], new: nn.Module) -> None:

@@ -1,0 +1,241 @@
+"""Trained Rank Pruning as a component of any training loop (TRP paper, section 3).
+
+Two mechanisms, each optional, act on the layers :func:`trp.decompose_` would factorize
+(same :class:`~trp.DecomposeConfig`, same ``filter_fn``):
+
+* **Projection** (paper Eq. 2). Every ``period`` optimizer steps each targeted weight ``W``
+  is replaced by its truncated-SVD reconstruction ``U_k S_k V_k^T`` (reshaped back, so the
+  net keeps its dense shape), with ``k`` from the config's rank criterion (by default the
+  energy criterion). It happens right after step ``t`` when ``t % period == 0``, so the
+  forward and gradient of the next iteration are computed at the projected weights.
+* **Nuclear norm** (paper Eq. 6). ``lambda * sum_l ||W_l||_*`` enters through its
+  sub-gradient ``lambda * U V^T`` (``U``, ``V`` truncated to the numerical rank), added to
+  each weight's gradient just before every ``nuclear_every``-th optimizer step.
+
+No SVD is computed that is not needed: a step right after a projection reuses the factors
+of the projection; matrices of one shape are decomposed in one batched call.
+
+Example, inside a plain loop::
+
+    handle = trp.attach_trp(model, optimizer, trp.TRPConfig(period=20, nuclear_weight=3e-4))
+    for images, labels in loader:
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()          # TRP acts in the step's hooks
+    handle.remove()
+    trp.decompose_(model, handle.config.decompose, example_input)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import DecomposeConfig
+from .criteria import EnergyCriterion
+from .lowrank import batched_thin_svd, matrix_to_weight, solution_from_svd, weight_to_matrix
+from .surgery import FilterFn, factorizable_layers
+
+__all__ = ["TRPConfig", "TRPHandle", "attach_trp"]
+
+
+@dataclass
+class TRPConfig:
+    """Options of TRP training.
+
+    Attributes:
+        period: ``m``, optimizer steps between projections (paper: 20). ``>= 1``.
+        project: do the periodic low-rank projection (TRP).
+        nuclear_weight: ``lambda`` of the nuclear-norm regularizer (paper: 3e-4); 0 turns it off.
+        nuclear_every: apply the nuclear-norm sub-gradient every this many steps (default 1).
+        decompose: which layers, which reshape (scheme) and which rank criterion; by default
+            the channel scheme with the energy criterion, ``e = 0.02`` (paper, CIFAR-10).
+    """
+
+    period: int = 20
+    project: bool = True
+    nuclear_weight: float = 0.0
+    nuclear_every: int = 1
+    decompose: DecomposeConfig = field(default_factory=lambda: DecomposeConfig(criterion=EnergyCriterion(0.02)))
+
+    def __post_init__(self) -> None:
+        for name in ("period", "nuclear_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TRP {name} must be a positive integer (steps), got {value!r}.")
+        if not (math.isfinite(self.nuclear_weight) and self.nuclear_weight >= 0):
+            raise ValueError(f"TRP nuclear_weight must be finite and >= 0, got {self.nuclear_weight}.")
+        if not self.project and self.nuclear_weight == 0:
+            raise ValueError("TRP does nothing: enable project, or set a nuclear_weight > 0 (or both).")
+
+    @property
+    def nuclear(self) -> bool:
+        return self.nuclear_weight > 0
+
+
+@dataclass
+class _Target:
+    name: str
+    weight: nn.Parameter
+    groups: int
+
+    def matrix(self, scheme: str) -> torch.Tensor:
+        return weight_to_matrix(self.weight.detach(), scheme, self.groups)
+
+
+@dataclass
+class _CachedDirection:
+    """``U V^T`` of a weight as it was right after a projection, and the weight's version
+    counter then: still valid while the weight has not been modified."""
+
+    version: int
+    direction: torch.Tensor
+
+
+class TRPHandle:
+    """Attached TRP: hooks on the optimizer's step. ``remove()`` detaches them.
+
+    ``steps`` counts optimizer steps since attaching; save and restore it with
+    ``state_dict()`` / ``load_state_dict()`` to resume exactly.
+    """
+
+    def __init__(self, targets: list[_Target], optimizer: torch.optim.Optimizer, config: TRPConfig) -> None:
+        self.config = config
+        self.targets = targets
+        self.steps = 0
+        self.last_ranks: dict[str, int] = {}
+        self._cache: dict[str, _CachedDirection] = {}
+        self._hooks = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
+
+    @property
+    def names(self) -> list[str]:
+        return [target.name for target in self.targets]
+
+    def remove(self) -> None:
+        """Detach from the optimizer; the model keeps its current weights."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._cache.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self._cache.clear()
+
+    def _scheme(self) -> str:
+        return self.config.decompose.scheme
+
+    def _svds(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        with torch.no_grad():
+            return batched_thin_svd([target.matrix(self._scheme()) for target in self.targets])
+
+    @torch.no_grad()
+    def project_(self) -> dict[str, int]:
+        """Replace every targeted weight by its truncated-SVD reconstruction now.
+
+        Returns:
+            the rank each layer was projected to, by name.
+        """
+        decompose = self.config.decompose
+        ranks = {}
+        for target, (u, s, vh) in zip(self.targets, self._svds()):
+            solution = solution_from_svd(u, s, vh, decompose.criterion, decompose.rank_multiple)
+            shape = tuple(target.weight.shape)
+            target.weight.copy_(matrix_to_weight(solution.reconstruct(), shape, self._scheme()))
+            ranks[target.name] = solution.rank
+            if self.config.nuclear:
+                direction = _direction(solution.u, solution.s, solution.vh)
+                self._cache[target.name] = _CachedDirection(
+                    target.weight._version, matrix_to_weight(direction, shape, self._scheme())
+                )
+        self.last_ranks = ranks
+        return ranks
+
+    @torch.no_grad()
+    def add_nuclear_subgradient_(self) -> None:
+        """``grad += lambda * U V^T`` for every targeted weight that has a gradient."""
+        pending = [t for t in self.targets if t.weight.grad is not None]
+        fresh = [t for t in pending if not self._cached(t)]
+        for target, (u, s, vh) in zip(fresh, batched_thin_svd([t.matrix(self._scheme()) for t in fresh])):
+            direction = matrix_to_weight(_direction(u, s, vh), tuple(target.weight.shape), self._scheme())
+            target.weight.grad.add_(direction.to(target.weight.grad.dtype), alpha=self.config.nuclear_weight)
+        for target in pending:
+            if self._cached(target):
+                direction = self._cache[target.name].direction
+                target.weight.grad.add_(direction.to(target.weight.grad.dtype), alpha=self.config.nuclear_weight)
+        self._cache.clear()
+
+    def _cached(self, target: _Target) -> bool:
+        cached = self._cache.get(target.name)
+        return cached is not None and cached.version == target.weight._version
+
+    def nuclear_norm(self) -> float:
+        """``sum_l ||W_l||_*`` over the targeted weights (the regularizer without lambda)."""
+        return float(sum(float(s.sum()) for _, s, _ in self._svds()))
+
+    def energy_ranks(self) -> dict[str, int]:
+        """The rank the configured criterion would give each layer now (for rank dynamics)."""
+        decompose = self.config.decompose
+        return {
+            target.name: solution_from_svd(u, s, vh, decompose.criterion, decompose.rank_multiple).rank
+            for target, (u, s, vh) in zip(self.targets, self._svds())
+        }
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.config.nuclear and self.steps % self.config.nuclear_every == 0:
+            self.add_nuclear_subgradient_()
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.steps += 1
+        if self.config.project and self.steps % self.config.period == 0:
+            self.project_()
+
+
+def _direction(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+    """``U_r V_r^T`` with ``r`` the numerical rank: singular values above
+    ``sqrt(eps) * s_max`` (the resolution of the Gram-matrix SVD). Shape ``(g, m, k)``."""
+    tolerance = s[..., :1] * math.sqrt(torch.finfo(s.dtype).eps)
+    kept = (s > tolerance).to(u.dtype)
+    return (u * kept.unsqueeze(-2)) @ vh
+
+
+def attach_trp(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TRPConfig | None = None,
+    filter_fn: FilterFn | None = None,
+) -> TRPHandle:
+    """Attach TRP to ``optimizer`` for the layers of ``model`` that ``config.decompose`` and
+    ``filter_fn`` select (exactly those :func:`trp.decompose_` would consider).
+
+    Every targeted weight must be optimized by ``optimizer``. Works with DDP: pass the
+    wrapped model's ``.module``; weights, gradients and therefore projections are identical
+    on every rank.
+
+    Raises:
+        ValueError: no layer is selected, or a targeted weight is not in the optimizer.
+    """
+    config = config if config is not None else TRPConfig()
+    layers = factorizable_layers(model, config.decompose, filter_fn)
+    if not layers:
+        raise ValueError("TRP found no conv or linear layer to act on: check include/exclude and filter_fn.")
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, module in layers if id(module.weight) not in optimized]
+    if missing:
+        raise ValueError(
+            f"the optimizer does not update {len(missing)} targeted weight(s) (e.g. {missing[0]}): "
+            "create the optimizer over model.parameters() before attaching TRP, or exclude those layers."
+        )
+    targets = [_Target(name, module.weight, getattr(module, "groups", 1)) for name, module in layers]
+    return TRPHandle(targets, optimizer, config)

@@ -1,0 +1,159 @@
+"""TRP training component: projection ranks, the nuclear-norm sub-gradient, hooks."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import trp.rank_training as rank_training
+from trp import DecomposeConfig, TRPConfig, attach_trp
+from trp.criteria import EnergyCriterion, FixedRankCriterion
+from trp.lowrank import weight_to_matrix
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1, groups=2)
+        self.conv3 = nn.Conv2d(16, 16, (3, 5), padding=(1, 2))
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.conv3(F.relu(self.conv2(F.relu(self.bn(self.conv1(x))))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def train_steps(model, optimizer, steps, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(4, 3, 8, 8, generator=generator)
+        y = torch.randint(0, 5, (4,), generator=generator)
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_projection_gives_exactly_the_selected_rank_and_nothing_else_changes(scheme):
+    torch.manual_seed(0)
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    config = TRPConfig(period=1, decompose=DecomposeConfig(scheme=scheme, criterion=EnergyCriterion(0.3), exclude=("fc",)))
+    handle = attach_trp(model, optimizer, config)
+    assert handle.names == ["conv1", "conv2", "conv3"]
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    ranks = handle.project_()
+    for name in handle.names:
+        module = model.get_submodule(name)
+        matrix = weight_to_matrix(module.weight.detach().double(), scheme, module.groups)
+        full = min(matrix.shape[-2:])
+        assert 1 <= ranks[name] < full
+        assert int(torch.linalg.matrix_rank(matrix, rtol=1e-5).max()) == ranks[name]
+    for name, parameter in model.named_parameters():
+        if name.split(".")[0] not in handle.names or name.endswith("bias"):
+            assert torch.equal(parameter, before[name]), name
+    # the criterion applied to the projected weights prunes again: ranks can only fall
+    assert all(rank <= ranks[name] for name, rank in handle.energy_ranks().items())
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_nuclear_subgradient_equals_autograd(scheme):
+    """On well-conditioned (full-rank) weights the sub-gradient is the gradient."""
+    torch.manual_seed(1)
+    model = Small().double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    handle = attach_trp(model, optimizer, TRPConfig(project=False, nuclear_weight=1.0, decompose=DecomposeConfig(scheme=scheme)))
+    for target in handle.targets:
+        target.weight.grad = torch.zeros_like(target.weight)
+    handle.add_nuclear_subgradient_()
+    for target in handle.targets:
+        weight = target.weight.detach().clone().requires_grad_(True)
+        matrices = weight_to_matrix(weight, scheme, target.groups)
+        torch.linalg.matrix_norm(matrices, "nuc").sum().backward()
+        torch.testing.assert_close(target.weight.grad, weight.grad, rtol=1e-6, atol=1e-8)
+    assert handle.nuclear_norm() == pytest.approx(
+        sum(float(torch.linalg.matrix_norm(t.matrix(scheme), "nuc").sum()) for t in handle.targets)
+    )
+
+
+def test_hooks_project_every_period_and_add_lambda_times_direction():
+    torch.manual_seed(2)
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    config = TRPConfig(period=3, decompose=DecomposeConfig(criterion=FixedRankCriterion(2), exclude=("fc",)))
+    handle = attach_trp(model, optimizer, config)
+    projections = []
+    original = handle.project_
+    handle.project_ = lambda: projections.append(handle.steps) or original()
+    train_steps(model, optimizer, 7)
+    assert handle.steps == 7 and projections == [3, 6]
+    rank = torch.linalg.matrix_rank(weight_to_matrix(model.conv3.weight.detach(), "channel")[0])
+    assert int(rank) > 2  # one plain step after the projection at step 6 moved the weight off rank 2
+    handle.remove()
+    train_steps(model, optimizer, 3)
+    assert handle.steps == 7
+
+
+def test_step_after_projection_reuses_its_svd(monkeypatch):
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    handle = attach_trp(model, optimizer, TRPConfig(period=2, nuclear_weight=1e-3))
+    calls = []
+    real = rank_training.batched_thin_svd
+    monkeypatch.setattr(rank_training, "batched_thin_svd", lambda matrices: calls.append(len(matrices)) or real(matrices))
+    train_steps(model, optimizer, 4)
+    # step 1: nuclear (4 layers); step 2: nuclear + projection; step 3: nuclear reuses the
+    # projection's factors (no SVD); step 4: nuclear + projection
+    assert calls == [4, 4, 4, 0, 4, 4]
+    assert handle.steps == 4
+
+
+def test_nuclear_norm_alone_shrinks_singular_values():
+    torch.manual_seed(3)
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    handle = attach_trp(model, optimizer, TRPConfig(project=False, nuclear_weight=1.0))
+    before = handle.nuclear_norm()
+    for _ in range(3):
+        optimizer.zero_grad()
+        for parameter in model.parameters():
+            parameter.grad = torch.zeros_like(parameter)
+        optimizer.step()
+    assert handle.nuclear_norm() < before
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"period": 0}, "period must be a positive integer"),
+        ({"period": -5}, "period must be a positive integer"),
+        ({"nuclear_every": 0}, "nuclear_every"),
+        ({"nuclear_weight": -1.0}, "nuclear_weight"),
+        ({"nuclear_weight": float("nan")}, "nuclear_weight"),
+        ({"project": False}, "does nothing"),
+    ],
+)
+def test_impossible_trp_configs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TRPConfig(**kwargs)
+
+
+def test_weights_outside_the_optimizer_are_an_error():
+    model = Small()
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="optimizer does not update"):
+        attach_trp(model, optimizer, TRPConfig())
+    with pytest.raises(ValueError, match="no conv or linear layer"):
+        attach_trp(model, optimizer, TRPConfig(decompose=DecomposeConfig(decompose_linear=False, exclude=("conv.*",))))
+
+
+def test_state_dict_round_trip():
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    handle = attach_trp(model, optimizer, TRPConfig(period=5))
+    train_steps(model, optimizer, 3)
+    resumed = attach_trp(model, torch.optim.SGD(model.parameters(), lr=0.1), TRPConfig(period=5))
+    resumed.load_state_dict(handle.state_dict())
+    assert resumed.steps == 3
