@@ -38,6 +38,8 @@ __all__ = [
     "read_checkpoint",
     "load_state_dict_",
     "load_decomposed",
+    "atomic_torch_save",
+    "torch_load_weights",
 ]
 
 FORMAT = "trp-checkpoint"
@@ -86,6 +88,13 @@ def save_checkpoint(
         "metadata": json.dumps(metadata or {}),
         "state_dict": {name: tensor.detach() for name, tensor in model.state_dict().items()},
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``: a
+    crash mid-write leaves the previous file intact and no partial file behind."""
+    path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -97,7 +106,8 @@ def save_checkpoint(
     return path
 
 
-def _torch_load(path: Path) -> Any:
+def torch_load_weights(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error per failure."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (or is not a file); check the path.")
     try:
@@ -152,7 +162,7 @@ def _json_field(data: dict, key: str, path: Path) -> Any:
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a trp checkpoint, or a plain state dict (then ``plan`` and ``model`` are None)."""
     path = Path(path)
-    data = _torch_load(path)
+    data = torch_load_weights(path)
     if not (isinstance(data, dict) and data.get("format") == FORMAT):
         return Checkpoint(state_dict=_as_state_dict(data, path))
     if data.get("version") != VERSION:

@@ -1,4 +1,4 @@
-"""The ``trp`` command line: ``trp decompose``, ``trp macs``, ``trp models``.
+"""The ``trp`` command line: ``decompose``, ``macs``, ``models``, ``train``, ``quickstart``.
 
 Every command prints what it did; errors are one line on stderr and exit status 2.
 """
@@ -147,6 +147,26 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:<12} input {spec.input_size}  classes {spec.num_classes}  {spec.builder.__doc__ or ''}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .train import load_train_config, run_training
+
+    overrides = list(args.set)
+    for flag, key in (("out", "run.out_dir"), ("epochs", "optim.epochs"), ("device", "run.device"), ("data_root", "data.root")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    if args.no_progress:
+        overrides.append("run.progress=false")
+    config = load_train_config(args.config, overrides)
+    run_training(config, resume=args.resume)
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> None:
+    from .train.quickstart import run_quickstart
+
+    run_quickstart(args.out, epochs=args.epochs, device=args.device, progress=not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trp",
@@ -194,6 +214,38 @@ def build_parser() -> argparse.ArgumentParser:
     macs.add_argument("--json", type=Path, help="also write the counts as JSON here")
     macs.set_defaults(run=_cmd_macs)
 
+    train = commands.add_parser(
+        "train",
+        help="train with TRP, decompose with no fine-tuning, evaluate, save, summarize",
+        description="Train a registered model (optionally with TRP projection and nuclear-norm regularization), "
+        "then decompose it, evaluate dense and decomposed nets, and write checkpoints, metrics.jsonl and "
+        "summary.json to run.out_dir. Every option lives in the config file (TOML or YAML; see configs/) and "
+        "any of them can be overridden with --set section.key=value.",
+    )
+    train.add_argument("--config", type=Path, help="TOML or YAML config file (default: built-in defaults)")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one option, e.g. --set optim.lr=0.05 --set trp.enabled=true (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last epoch")
+    train.add_argument("--out", help="shortcut for --set run.out_dir=...")
+    train.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=...")
+    train.add_argument("--device", help="shortcut for --set run.device=... (auto, cpu, cuda, cuda:1)")
+    train.add_argument("--data-root", help="shortcut for --set data.root=...")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    train.set_defaults(run=_cmd_train)
+
+    quickstart = commands.add_parser(
+        "quickstart",
+        help="train a baseline and a TRP model on a dataset that needs no download; table and plot",
+        description="Train ResNet-20 on scikit-learn's handwritten digits twice (baseline; TRP2 + nuclear norm), "
+        "decompose both at a range of energies with no fine-tuning, print the table and plot accuracy "
+        "against conv-MAC speed-up. Finished runs in --out are reused.",
+    )
+    quickstart.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output directory")
+    quickstart.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
+    quickstart.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    quickstart.add_argument("--no-progress", action="store_true", help="no progress bars")
+    quickstart.set_defaults(run=_cmd_quickstart)
+
     models = commands.add_parser("models", help="list the registered models", description="List the registered models.")
     models.set_defaults(run=_cmd_models)
     return parser
@@ -202,8 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .train import RunInterrupted, TrainingDiverged
+
     try:
         args.run(args)
+    except RunInterrupted as stop:
+        print(f"trp {args.command}: {stop}", file=sys.stderr)
+    except TrainingDiverged as error:
+        print(f"trp {args.command}: training diverged: {error}", file=sys.stderr)
+        return 3
     except (CliError, CheckpointError, ValueError, OSError) as error:
         print(f"trp {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ from .criteria import EnergyCriterion
 from .lowrank import batched_thin_svd, matrix_to_weight, solution_from_svd, weight_to_matrix
 from .surgery import FilterFn, factorizable_layers
 
-__all__ = ["TRPConfig", "TRPHandle", "attach_trp"]
+__all__ = ["TRPConfig", "TRPHandle", "attach_trp", "criterion_ranks"]
 
 
 @dataclass
@@ -186,11 +186,7 @@ class TRPHandle:
 
     def energy_ranks(self) -> dict[str, int]:
         """The rank the configured criterion would give each layer now (for rank dynamics)."""
-        decompose = self.config.decompose
-        return {
-            target.name: solution_from_svd(u, s, vh, decompose.criterion, decompose.rank_multiple).rank
-            for target, (u, s, vh) in zip(self.targets, self._svds())
-        }
+        return _criterion_ranks(self.targets, self.config.decompose)
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.config.nuclear and self.steps % self.config.nuclear_every == 0:
@@ -200,6 +196,28 @@ class TRPHandle:
         self.steps += 1
         if self.config.project and self.steps % self.config.period == 0:
             self.project_()
+
+
+def _criterion_ranks(targets: list[_Target], config: DecomposeConfig) -> dict[str, int]:
+    with torch.no_grad():
+        svds = batched_thin_svd([target.matrix(config.scheme) for target in targets])
+    return {
+        target.name: solution_from_svd(u, s, vh, config.criterion, config.rank_multiple).rank
+        for target, (u, s, vh) in zip(targets, svds)
+    }
+
+
+def criterion_ranks(model: nn.Module, config: DecomposeConfig, filter_fn: FilterFn | None = None) -> dict[str, int]:
+    """The rank ``config.criterion`` would give each layer ``decompose_`` considers, now,
+    without changing the model (e.g. to log rank dynamics of any run)."""
+    return _criterion_ranks(_targets(model, config, filter_fn), config)
+
+
+def _targets(model: nn.Module, config: DecomposeConfig, filter_fn: FilterFn | None) -> list[_Target]:
+    return [
+        _Target(name, module.weight, getattr(module, "groups", 1))
+        for name, module in factorizable_layers(model, config, filter_fn)
+    ]
 
 
 def _direction(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
@@ -227,15 +245,14 @@ def attach_trp(
         ValueError: no layer is selected, or a targeted weight is not in the optimizer.
     """
     config = config if config is not None else TRPConfig()
-    layers = factorizable_layers(model, config.decompose, filter_fn)
-    if not layers:
+    targets = _targets(model, config.decompose, filter_fn)
+    if not targets:
         raise ValueError("TRP found no conv or linear layer to act on: check include/exclude and filter_fn.")
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    missing = [name for name, module in layers if id(module.weight) not in optimized]
+    missing = [target.name for target in targets if id(target.weight) not in optimized]
     if missing:
         raise ValueError(
             f"the optimizer does not update {len(missing)} targeted weight(s) (e.g. {missing[0]}): "
             "create the optimizer over model.parameters() before attaching TRP, or exclude those layers."
         )
-    targets = [_Target(name, module.weight, getattr(module, "groups", 1)) for name, module in layers]
     return TRPHandle(targets, optimizer, config)

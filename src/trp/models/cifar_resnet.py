@@ -59,16 +59,17 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """``(B, 3, 32, 32) -> (B, num_classes)`` logits."""
+    """``(B, in_channels, 32, 32) -> (B, num_classes)`` logits (any input size works: the
+    pooling is global)."""
 
-    def __init__(self, depth: int, num_classes: int = 10, shortcut: Shortcut = "A") -> None:
+    def __init__(self, depth: int, num_classes: int = 10, shortcut: Shortcut = "A", in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}.")
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}.")
         blocks = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         stages, in_channels = [], 16
         for channels, stride in ((16, 1), (32, 2), (64, 2)):
@@ -90,8 +91,8 @@ class CifarResNet(nn.Module):
 
 
 def _cifar(depth: int):
-    def build(num_classes: int = 10, shortcut: Shortcut = "A") -> CifarResNet:
-        return CifarResNet(depth, num_classes, shortcut)
+    def build(num_classes: int = 10, shortcut: Shortcut = "A", in_channels: int = 3) -> CifarResNet:
+        return CifarResNet(depth, num_classes, shortcut, in_channels)
 
     build.__name__ = f"resnet{depth}"
     build.__doc__ = f"CIFAR ResNet-{depth} ({(depth - 2) // 6} basic blocks per stage)."

@@ -64,9 +64,11 @@ class Bottleneck(nn.Module):
 class ImageNetResNet(nn.Module):
     """``(B, 3, 224, 224) -> (B, num_classes)`` logits."""
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], blocks_per_stage: tuple[int, ...], num_classes: int = 1000) -> None:
+    def __init__(
+        self, block: type[BasicBlock | Bottleneck], blocks_per_stage: tuple[int, ...], num_classes: int = 1000, in_channels: int = 3
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_channels, stages = 64, []
@@ -90,18 +92,18 @@ class ImageNetResNet(nn.Module):
 
 
 @register_model(input_size=(3, 224, 224), num_classes=1000)
-def resnet18(num_classes: int = 1000) -> ImageNetResNet:
+def resnet18(num_classes: int = 1000, in_channels: int = 3) -> ImageNetResNet:
     """ImageNet ResNet-18 (basic blocks 2-2-2-2)."""
-    return ImageNetResNet(BasicBlock, (2, 2, 2, 2), num_classes)
+    return ImageNetResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels)
 
 
 @register_model(input_size=(3, 224, 224), num_classes=1000)
-def resnet34(num_classes: int = 1000) -> ImageNetResNet:
+def resnet34(num_classes: int = 1000, in_channels: int = 3) -> ImageNetResNet:
     """ImageNet ResNet-34 (basic blocks 3-4-6-3)."""
-    return ImageNetResNet(BasicBlock, (3, 4, 6, 3), num_classes)
+    return ImageNetResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels)
 
 
 @register_model(input_size=(3, 224, 224), num_classes=1000)
-def resnet50(num_classes: int = 1000) -> ImageNetResNet:
+def resnet50(num_classes: int = 1000, in_channels: int = 3) -> ImageNetResNet:
     """ImageNet ResNet-50 (bottleneck blocks 3-4-6-3)."""
-    return ImageNetResNet(Bottleneck, (3, 4, 6, 3), num_classes)
+    return ImageNetResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels)

@@ -1,0 +1,252 @@
+"""Training configuration: dataclasses, read from TOML (or YAML), overridable by ``key=value``.
+
+Every option lives in one of the sections below; a config file may set any subset and the
+command line overrides single keys with ``--set section.key=value`` (the value is read as
+TOML, so ``--set optim.lr=0.05``, ``--set optim.milestones=[40,60]``, ``--set trp.enabled=false``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..config import DecomposeConfig
+from ..criteria import parse_criterion
+from ..rank_training import TRPConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["TrainConfig", "load_train_config", "apply_overrides"]
+
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+
+
+@dataclass
+class ModelSection:
+    """``name``: a registered model; ``num_classes``: 0 means the dataset's; ``checkpoint``:
+    start from these weights (a trp checkpoint or plain state dict), e.g. to fine-tune."""
+
+    name: str = "resnet20"
+    num_classes: int = 0
+    checkpoint: str = ""
+
+
+@dataclass
+class DataSection:
+    """``dataset``: a registered dataset; ``root``: where it lives; ``options``: passed to the
+    dataset loader (e.g. ``image_size``, ``url``, ``md5``)."""
+
+    dataset: str = "cifar10"
+    root: str = "data"
+    download: bool = False
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    augment: bool = True
+    crop_padding: int = 4
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimSection:
+    """SGD with momentum. ``schedule``: multistep (``lr * gamma`` at each milestone epoch),
+    cosine (to 0 over all epochs), onecycle (linear warm-up over ``warmup_epochs`` to ``lr``,
+    then cosine to 0) or constant. Epoch milestones may be fractional."""
+
+    epochs: int = 164
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    schedule: str = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [82, 122])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class TRPSection:
+    """TRP during training; the layers and the rank criterion come from ``[decompose]``."""
+
+    enabled: bool = False
+    period: int = 20
+    project: bool = True
+    nuclear_weight: float = 0.0
+    nuclear_every: int = 1
+
+
+@dataclass
+class DecomposeSection:
+    """How the trained net is decomposed (and which layers TRP acts on)."""
+
+    scheme: str = "channel"
+    criterion: str = "energy:0.02"
+    rank_multiple: int = 1
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    decompose_linear: bool = False
+    grouped: str = "per_group"
+    keep_unprofitable: bool = False
+
+
+@dataclass
+class FinetuneSection:
+    """Optional fine-tune of the decomposed net (cosine schedule from ``lr``); 0 epochs = none."""
+
+    epochs: int = 0
+    lr: float = 0.01
+
+
+@dataclass
+class RunSection:
+    """``device``: auto (CUDA when present, else CPU), cpu or cuda[:N]; ``bf16``: autocast to
+    bfloat16; ``stop_after_epochs``: stop this invocation after that many epochs (0: never),
+    to split a long run across sessions (``--resume`` continues)."""
+
+    out_dir: str = "runs/default"
+    device: str = "auto"
+    bf16: bool = False
+    channels_last: bool = False
+    seed: int = 0
+    progress: bool = True
+    stop_after_epochs: int = 0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    trp: TRPSection = field(default_factory=TRPSection)
+    decompose: DecomposeSection = field(default_factory=DecomposeSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first impossible option."""
+        positive = {
+            "optim.epochs": self.optim.epochs,
+            "data.batch_size": self.data.batch_size,
+            "data.eval_batch_size": self.data.eval_batch_size,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}.")
+        if not self.optim.lr > 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}.")
+        if self.optim.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {self.optim.schedule!r}.")
+        if self.finetune.epochs < 0 or self.run.stop_after_epochs < 0 or self.data.crop_padding < 0:
+            raise ValueError("finetune.epochs, run.stop_after_epochs and data.crop_padding must be >= 0.")
+        self.decompose_config()
+        if self.trp.enabled:
+            self.trp_config()
+
+    def decompose_config(self) -> DecomposeConfig:
+        section = self.decompose
+        return DecomposeConfig(
+            scheme=section.scheme,  # type: ignore[arg-type]
+            criterion=parse_criterion(section.criterion),
+            rank_multiple=section.rank_multiple,
+            include=tuple(section.include),
+            exclude=tuple(section.exclude),
+            decompose_linear=section.decompose_linear,
+            grouped=section.grouped,  # type: ignore[arg-type]
+            keep_unprofitable=section.keep_unprofitable,
+        )
+
+    def trp_config(self) -> TRPConfig:
+        return TRPConfig(
+            period=self.trp.period,
+            project=self.trp.project,
+            nuclear_weight=self.trp.nuclear_weight,
+            nuclear_every=self.trp.nuclear_every,
+            decompose=self.decompose_config(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        config = cls()
+        for section_name, values in data.items():
+            section = _section(config, section_name)
+            if not isinstance(values, dict):
+                raise ValueError(f"[{section_name}] must be a table of options, got {values!r}.")
+            for key, value in values.items():
+                _set(section, section_name, key, value)
+        return config
+
+
+def _section(config: TrainConfig, name: str) -> Any:
+    known = [item.name for item in fields(config)]
+    if name not in known:
+        raise ValueError(f"unknown config section [{name}]; sections are {known}.")
+    return getattr(config, name)
+
+
+def _set(section: Any, section_name: str, key: str, value: Any) -> None:
+    types = {item.name: item for item in fields(section)}
+    if key not in types:
+        raise ValueError(f"unknown option {section_name}.{key}; [{section_name}] has {sorted(types)}.")
+    current = getattr(section, key)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ValueError(f"{section_name}.{key} must be true or false, got {value!r}.")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(current) is not type(value) and not (isinstance(current, list) and isinstance(value, list)):
+        raise ValueError(
+            f"{section_name}.{key} must be a {type(current).__name__}, got {value!r} ({type(value).__name__})."
+        )
+    setattr(section, key, value)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist; see configs/ for examples.")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path} is YAML: install PyYAML (pip install pyyaml) or use a .toml config.") from None
+        data = yaml.safe_load(text) or {}
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML: {error}.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a table of sections, e.g. [optim] lr = 0.1.")
+    return data
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``section.key=value`` strings; the value is parsed as a TOML value, falling back
+    to a plain string (so ``run.out_dir=runs/x`` needs no quotes)."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        section_name, dot, option = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"cannot read override {override!r}; write section.key=value, e.g. optim.lr=0.05.")
+        try:
+            value = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        _set(_section(config, section_name), section_name, option, value)
+    return config
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults, then the file (if any), then the overrides; validated."""
+    config = TrainConfig.from_dict(_read_file(Path(path))) if path else TrainConfig()
+    apply_overrides(config, list(overrides))
+    config.validate()
+    return config

@@ -1,0 +1,316 @@
+"""A whole ``trp train`` run: train (optionally with TRP), decompose with no fine-tuning,
+evaluate both, optionally fine-tune the decomposed net, save and summarize.
+
+Files written to ``run.out_dir`` (by the main process only):
+
+* ``last.pt`` — training state after the last completed epoch (``--resume`` continues);
+* ``metrics.jsonl`` — one JSON line per epoch: losses, accuracies, lr, images/s, and per
+  targeted layer the rank the criterion would give now (rank dynamics);
+* ``dense.pt`` / ``decomposed.pt`` (and ``finetuned.pt``) — trp checkpoints with rank plans;
+* ``summary.json`` — accuracies, conv-MAC speed-up, parameters, training time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import load_decomposed, save_checkpoint
+from ..counting import count_macs
+from ..data import ImageDataset, TensorLoader, load_dataset
+from ..models import create_model
+from ..rank_training import TRPHandle, attach_trp, criterion_ranks
+from ..surgery import decompose_
+from .config import OptimSection, TrainConfig
+from .loop import Batches, TrainingDiverged, evaluate, train_epoch
+from .runtime import Runtime, start_runtime
+from .schedule import lr_factor_fn
+from .state import restore_training_state, save_training_state
+
+__all__ = ["run_training", "method_label", "RunInterrupted"]
+
+
+class RunInterrupted(Exception):
+    """The run stopped early on purpose (``run.stop_after_epochs``); ``--resume`` continues."""
+
+
+def method_label(config: TrainConfig) -> str:
+    """``baseline``, ``Nu`` (nuclear norm alone), ``TRP1``, ``TRP2+Nu``, ..."""
+    if not config.trp.enabled:
+        return "baseline"
+    scheme = "TRP1" if config.decompose.scheme == "channel" else "TRP2"
+    if not config.trp.project:
+        return "Nu"
+    return f"{scheme}+Nu" if config.trp.nuclear_weight > 0 else scheme
+
+
+def _load_data(config: TrainConfig, runtime: Runtime) -> ImageDataset:
+    """The main process loads (and downloads) first; the others then read what it wrote."""
+    def load() -> ImageDataset:
+        return load_dataset(config.data.dataset, config.data.root, download=config.data.download, **config.data.options)
+
+    if not runtime.is_main:
+        runtime.barrier()
+    dataset = load()
+    if runtime.is_main:
+        runtime.barrier()
+    return dataset
+
+
+def _model_kwargs(config: TrainConfig, dataset: ImageDataset) -> dict[str, int]:
+    return {"num_classes": config.model.num_classes or dataset.num_classes, "in_channels": dataset.input_size[0]}
+
+
+def _build_model(config: TrainConfig, dataset: ImageDataset, runtime: Runtime) -> nn.Module:
+    model = create_model(config.model.name, **_model_kwargs(config, dataset))
+    if config.model.checkpoint:
+        load_decomposed(config.model.checkpoint, model)
+    model = model.to(runtime.device)
+    return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
+
+
+def _optimizer(model: nn.Module, lr: float, optim: OptimSection) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=optim.nesterov
+    )
+
+
+class _Run:
+    """State shared by the phases of one run."""
+
+    def __init__(self, config: TrainConfig, runtime: Runtime) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.out = Path(config.run.out_dir)
+        self.dataset = _load_data(config, runtime)
+        self.batches = Batches(
+            self.dataset.mean, self.dataset.std, runtime.device, config.run.channels_last, config.run.bf16
+        )
+        self.shuffle = torch.Generator().manual_seed(config.run.seed)
+        self.augment = torch.Generator(device=runtime.device).manual_seed(config.run.seed + 1000 + runtime.rank)
+        self.loader = TensorLoader(
+            self.dataset.train, config.data.batch_size, shuffle=True, drop_last=True, generator=self.shuffle,
+            rank=runtime.rank, world_size=runtime.world_size,
+        )
+        self.example = torch.zeros(1, *self.dataset.input_size, device=runtime.device)
+
+    def log(self, message: str) -> None:
+        if self.runtime.is_main:
+            print(message, flush=True)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if not self.runtime.distributed:
+            return model
+        device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def epochs(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        epochs: range,
+        phase: str,
+        after_epoch,
+    ) -> None:
+        """Train ``model`` (maybe DDP-wrapped) over ``epochs``; ``after_epoch(epoch, record)``
+        saves and logs."""
+        total = epochs.stop
+        for epoch in epochs:
+            self.loader.set_epoch(epoch)
+            description = f"{phase} epoch {epoch + 1}/{total}"
+            generator = self.augment if self.config.data.augment else None
+            stats = train_epoch(
+                model, self.loader, optimizer, scheduler, self.batches, self.runtime, generator,
+                self.config.data.crop_padding, description, self.config.run.progress,
+            )
+            test_loss, test_accuracy = evaluate(model, self.dataset.test, self.batches, self.runtime, self.config.data.eval_batch_size)
+            record = {
+                "phase": phase, "epoch": epoch + 1, "train_loss": stats.loss, "train_accuracy": stats.accuracy,
+                "test_loss": test_loss, "test_accuracy": test_accuracy, "lr": stats.lr,
+                "images_per_second": stats.images_per_second, "epoch_seconds": stats.seconds,
+            }
+            after_epoch(epoch + 1, record, stats.seconds)
+            self.log(
+                f"{description}: loss {stats.loss:.4f}, train acc {stats.accuracy:.4f}, test acc {test_accuracy:.4f}, "
+                f"lr {stats.lr:.2e}, {stats.images_per_second:.0f} img/s, {stats.seconds:.1f} s"
+            )
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as stream:
+        stream.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, completed_epochs: int) -> None:
+    """Drop lines of epochs that the resumed state does not contain."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["phase"] == "train" and json.loads(line)["epoch"] <= completed_epochs]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
+    config, runtime = run.config, run.runtime
+    state_path, metrics_path = run.out / "last.pt", run.out / "metrics.jsonl"
+    if not resume and (state_path.exists() or (run.out / "summary.json").exists()):
+        raise ValueError(
+            f"{run.out} already holds a run: pass --resume to continue it, or choose another run.out_dir "
+            "(nothing was overwritten)."
+        )
+    if resume and not state_path.exists():
+        raise ValueError(f"--resume: {state_path} does not exist, so there is nothing to resume; drop --resume.")
+    torch.manual_seed(config.run.seed)
+    model = _build_model(config, run.dataset, runtime)
+    optimizer = _optimizer(model, config.optim.lr, config.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(config.optim, len(run.loader)))
+    handle: TRPHandle | None = attach_trp(model, optimizer, config.trp_config()) if config.trp.enabled else None
+    generators = {"shuffle": run.shuffle, "augment": run.augment}
+    completed, elapsed = 0, 0.0
+    if resume:
+        completed, elapsed = restore_training_state(
+            state_path, model=model, optimizer=optimizer, scheduler=scheduler, trp_handle=handle,
+            generators=generators, model_name=config.model.name,
+        )
+        if runtime.is_main:
+            _truncate_metrics(metrics_path, completed)
+        run.log(f"resumed {run.out} after epoch {completed}")
+    decompose_config = config.decompose_config()
+    stop_after = config.run.stop_after_epochs
+    last = config.optim.epochs if not stop_after else min(config.optim.epochs, completed + stop_after)
+
+    def after_epoch(epoch: int, record: dict[str, Any], seconds: float) -> None:
+        nonlocal elapsed
+        elapsed += seconds
+        record["ranks"] = handle.energy_ranks() if handle else criterion_ranks(model, decompose_config)
+        record["trp_steps"] = handle.steps if handle else 0
+        if runtime.is_main:
+            save_training_state(
+                state_path, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, trp_handle=handle,
+                generators=generators, config=config.to_dict(), elapsed_seconds=elapsed,
+            )
+            _append_metrics(metrics_path, record)
+
+    wrapped = run.wrap(model)
+    try:
+        run.epochs(wrapped, optimizer, scheduler, range(completed, last), "train", after_epoch)
+    except TrainingDiverged as error:
+        kept = f"the last good state (epoch {_saved_epoch(metrics_path)}) is kept in {state_path}" if state_path.exists() else "no epoch had completed"
+        raise TrainingDiverged(f"{error}; {kept}. Lower optim.lr or trp.nuclear_weight, then --resume.") from None
+    if last < config.optim.epochs:
+        raise RunInterrupted(f"stopped after epoch {last} of {config.optim.epochs} (run.stop_after_epochs); continue with --resume.")
+    if handle is not None:
+        handle.remove()
+    return model, elapsed
+
+
+def _saved_epoch(metrics_path: Path) -> int:
+    lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+    return json.loads(lines[-1])["epoch"] if lines else 0
+
+
+def _check_replicas_agree(model: nn.Module, runtime: Runtime) -> None:
+    """Under DDP every rank must hold the same weights (TRP projections included)."""
+    if not runtime.distributed:
+        return
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().flatten().double() for p in model.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    difference = (flat - reference).abs().max()
+    dist.all_reduce(difference, op=dist.ReduceOp.MAX)
+    if difference.item() != 0.0:
+        raise RuntimeError(f"DDP replicas disagree after training (max weight difference {difference.item():.3e}).")
+
+
+def _evaluate_model(run: _Run, model: nn.Module) -> dict[str, Any]:
+    loss, accuracy = evaluate(model, run.dataset.test, run.batches, run.runtime, run.config.data.eval_batch_size)
+    counted = count_macs(model, run.example)
+    return {"accuracy": accuracy, "loss": loss, "conv_macs": counted.conv_macs, "model_macs": counted.model_macs, "params": counted.params}
+
+
+def _finetune(run: _Run, model: nn.Module) -> nn.Module:
+    config = run.config
+    section = copy.deepcopy(config.optim)
+    section.epochs, section.schedule, section.warmup_epochs = config.finetune.epochs, "cosine", 0.0
+    optimizer = _optimizer(model, config.finetune.lr, section)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(section, len(run.loader)))
+    run.epochs(run.wrap(model), optimizer, scheduler, range(0, section.epochs), "finetune", lambda *args: None)
+    return model
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    dense, low = summary["dense"], summary["decomposed"]
+    rows = [
+        f"{'method':<10} {'dense acc':>9} {'decomp acc':>10} {'change':>7} {'conv MACs':>14} {'speed-up':>8} {'params':>10} {'train s':>8}",
+        f"{summary['method']:<10} {100 * dense['accuracy']:>8.2f}% {100 * low['accuracy']:>9.2f}% "
+        f"{100 * (low['accuracy'] - dense['accuracy']):>+6.2f} {low['conv_macs']:>14,} {low['conv_speedup']:>7.2f}x "
+        f"{low['params']:>10,} {summary['training_seconds']:>8.0f}",
+    ]
+    if summary.get("finetuned"):
+        tuned = summary["finetuned"]
+        rows.append(f"{'+finetune':<10} {'':>9} {100 * tuned['accuracy']:>9.2f}% {100 * (tuned['accuracy'] - dense['accuracy']):>+6.2f}")
+    return "\n".join(rows)
+
+
+def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
+    config, runtime = run.config, run.runtime
+    _check_replicas_agree(model, runtime)
+    entry = {"name": config.model.name, "kwargs": _model_kwargs(config, run.dataset)}
+    dense = _evaluate_model(run, model)
+    decomposed_model = copy.deepcopy(model)
+    report = decompose_(decomposed_model, config.decompose_config(), run.example)
+    decomposed = _evaluate_model(run, decomposed_model)
+    decomposed.update(conv_speedup=report.conv_speedup, model_speedup=report.model_speedup, layers_decomposed=len(report.decomposed))
+    summary: dict[str, Any] = {
+        "method": method_label(config), "model": config.model.name, "dataset": config.data.dataset,
+        "epochs": config.optim.epochs, "training_seconds": elapsed, "device": str(runtime.device),
+        "world_size": runtime.world_size, "dense": dense, "decomposed": decomposed, "finetuned": None,
+        "ranks": {layer.name: layer.rank for layer in report.decomposed}, "config": config.to_dict(),
+    }
+    if runtime.is_main:
+        save_checkpoint(run.out / "dense.pt", model, None, entry)
+        save_checkpoint(run.out / "decomposed.pt", decomposed_model, report.plan, entry, {"decomposition": report.to_dict()})
+        run.log(report.table())
+    if config.finetune.epochs > 0:
+        finetuned = _finetune(run, decomposed_model)
+        summary["finetuned"] = _evaluate_model(run, finetuned)
+        if runtime.is_main:
+            save_checkpoint(run.out / "finetuned.pt", finetuned, report.plan, entry)
+    if runtime.is_main:
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        run.log(_summary_table(summary))
+        run.log(f"wrote {run.out / 'summary.json'}")
+    return summary
+
+
+def run_training(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Run ``config`` end to end and return the summary (see the module docstring).
+
+    Raises:
+        ValueError: impossible options, a run directory that already holds a run (without
+            ``resume``), missing data.
+        TrainingDiverged: NaN/infinite loss; the last good epoch stays on disk.
+        RunInterrupted: ``run.stop_after_epochs`` reached before the end.
+    """
+    config.validate()
+    runtime = start_runtime(config.run.device)
+    try:
+        if runtime.is_main:
+            Path(config.run.out_dir).mkdir(parents=True, exist_ok=True)
+        run = _Run(config, runtime)
+        start = time.perf_counter()
+        model, elapsed = _train(run, resume)
+        run.log(f"training took {time.perf_counter() - start:.0f} s in this invocation")
+        return _finish(run, model, elapsed)
+    finally:
+        runtime.close()
