@@ -46,6 +46,8 @@ def test_plan_json_round_trip():
         RankPlan.from_dict({"version": 7, "layers": []})
     with pytest.raises(ValueError, match="kind"):
         PlanEntry("x", "tucker", 3)
+    with pytest.raises(ValueError, match="twice"):
+        RankPlan([PlanEntry("a", "channel", 2), PlanEntry("b", "channel", 2, ("a",))])
 
 
 def test_plan_from_another_model_is_a_clear_error(tmp_path):
@@ -56,8 +58,13 @@ def test_plan_from_another_model_is_a_clear_error(tmp_path):
         load_decomposed(path, Nested())
     with pytest.raises(CheckpointError, match="does not fit this model"):
         load_decomposed(path, create_model("resnet32"))  # same names for 20 layers, more weights
+    wrong_classes = create_model("resnet20", num_classes=100)
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        load_decomposed(path, create_model("resnet20", num_classes=100))
+        load_decomposed(path, wrong_classes)
+    assert all(type(m).__name__ != "ChannelWiseConv2d" for m in wrong_classes.modules())  # left unchanged
+    decomposed = load_decomposed(path, create_model("resnet20"))
+    with pytest.raises(CheckpointError, match="already factorized"):
+        load_decomposed(path, decomposed)
 
 
 def test_plan_that_does_not_fit_leaves_the_model_unchanged():

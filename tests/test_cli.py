@@ -76,6 +76,11 @@ def test_macs_of_a_registered_model(capsys):
         (["decompose", "--model", "resnet20", "--include", "layer9"], "match no conv or linear layer"),
         (["decompose", "--model", "resnet20", "--rank-multiple", "0"], "rank_multiple"),
         (["macs"], "--model"),
+        (["decompose", "--model", "resnet20", "--input-size", "4", "32", "32"], "does not run through the model"),
+        (["macs", "--model", "resnet20", "--input-size", "0", "32", "32"], "--input-size must be"),
+        (["macs", "--model", "resnet20", "--num-classes", "-3"], "--num-classes must be"),
+        (["decompose", "--model", "resnet20", "--report", "/nonexistent/r.json"], "does not exist"),
+        (["decompose", "--model", "resnet20", "--output", "/tmp"], "is a directory"),
     ],
 )
 def test_bad_input_gets_one_clear_line(capsys, argv, message):

@@ -219,3 +219,15 @@ def test_total_non_convergence_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.linalg, "svd", fail)
     with pytest.raises(RuntimeError, match="did not converge, even in float64"):
         truncated_svd(torch.randn(5, 6), FixedRankCriterion(2))
+
+
+def test_float32_spectrum_is_accurate_far_below_sqrt_eps():
+    """The Gram-matrix SVD must not floor small singular values at sqrt(eps) * s_max."""
+    generator = torch.Generator().manual_seed(0)
+    matrix = torch.randn(64, 5, generator=generator) @ torch.randn(5, 576, generator=generator)  # rank 5
+    solution = truncated_svd(matrix, ValueCriterion(0.01))
+    assert solution.rank == 5
+    values = solution.singular_values[0]
+    assert float(values[5:].max()) < 1e-5 * float(values[0])
+    reference = torch.linalg.svdvals(matrix.double())
+    torch.testing.assert_close(values[:5].double(), reference[:5], rtol=1e-5, atol=0)

@@ -84,9 +84,33 @@ def test_include_patterns_and_aliases():
     assert type(model.stem) is nn.Conv2d
 
 
-def test_include_pattern_matching_nothing_is_an_error():
-    with pytest.raises(ValueError, match=r"\['layer9'\] match no conv or linear layer"):
+def test_patterns_matching_nothing_are_an_error():
+    with pytest.raises(ValueError, match=r"include pattern\(s\) \['layer9'\] match no conv or linear layer"):
         decompose_(Nested(), DecomposeConfig(include=("layer9",)), example())
+    with pytest.raises(ValueError, match=r"exclude pattern\(s\) \['sterm'\] match no"):
+        decompose_(Nested(), DecomposeConfig(exclude=("sterm",)), example())
+
+
+def test_a_failing_layer_leaves_the_whole_model_unchanged():
+    model = Nested()
+    with torch.no_grad():
+        model.body[1]["down"].weight[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="layer 'body.1.down'.*NaN or infinite.*not changed"):
+        decompose_(model, DecomposeConfig(criterion=FixedRankCriterion(2)), example())
+    assert all(not isinstance(m, FactorizedLayer) for m in model.modules())
+
+
+def test_unbatched_inputs_count_as_one_example():
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    report = decompose_(model, DecomposeConfig(criterion=FractionCriterion(0.25)), torch.randn(4, 12, 12))
+    assert report.conv_macs_before == 10 * 10 * 8 * 4 * 9 + 8 * 8 * 8 * 8 * 9
+    assert report.conv_macs_before == sum(layer.macs_before for layer in report.layers)
+    assert 0 < report.conv_macs_after < report.conv_macs_before
+
+
+def test_an_input_the_model_cannot_take_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"example input \(1, 4, 12, 12\) does not run through the model"):
+        decompose_(Nested(), DecomposeConfig(), torch.randn(1, 4, 12, 12))
 
 
 def test_device_dtype_and_modes_are_kept():

@@ -16,6 +16,7 @@ Plain state dicts saved by ``torch.save(model.state_dict(), path)`` are read too
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -37,6 +38,7 @@ __all__ = [
     "save_checkpoint",
     "read_checkpoint",
     "load_state_dict_",
+    "check_state_dict_fits",
     "load_decomposed",
     "atomic_torch_save",
     "torch_load_weights",
@@ -184,6 +186,13 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def load_state_dict_(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
     """``model.load_state_dict(state_dict)`` with one readable error naming what differs."""
+    check_state_dict_fits(model, state_dict, source)
+    model.load_state_dict(state_dict)
+    return model
+
+
+def check_state_dict_fits(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` naming missing, unexpected and mis-shaped entries."""
     own = model.state_dict()
     missing = [key for key in own if key not in state_dict]
     unexpected = [key for key in state_dict if key not in own]
@@ -201,17 +210,18 @@ def load_state_dict_(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
             f"{source} does not fit this model: {'; '.join(problems)}. It was saved from another "
             "architecture, another number of classes, or a decomposed model without its rank plan."
         )
-    model.load_state_dict(state_dict)
-    return model
 
 
 def load_decomposed(path: str | os.PathLike, model: nn.Module) -> nn.Module:
     """Load a checkpoint into the dense ``model`` built with the same architecture: apply
-    the saved rank plan (if any), then load the weights. Returns ``model``, modified in place."""
+    the saved rank plan (if any), then load the weights. Returns ``model``, modified in place;
+    on any error the model is left unchanged."""
     checkpoint = read_checkpoint(path)
     if checkpoint.plan is not None:
         try:
-            apply_plan_(model, checkpoint.plan)
+            trial = apply_plan_(copy.deepcopy(model), checkpoint.plan)
         except ValueError as error:
             raise CheckpointError(f"{path}: {error}") from None
+        check_state_dict_fits(trial, checkpoint.state_dict, source=str(path))  # before touching model
+        apply_plan_(model, checkpoint.plan)
     return load_state_dict_(model, checkpoint.state_dict, source=str(path))

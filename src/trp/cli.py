@@ -52,7 +52,24 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="input size for MAC counts (default: the model's own, e.g. 3 32 32)")
 
 
+def _check_model_arguments(args: argparse.Namespace) -> None:
+    if args.input_size is not None and min(args.input_size) < 1:
+        raise CliError(f"--input-size must be three positive numbers C H W, got {' '.join(map(str, args.input_size))}.")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise CliError(f"--num-classes must be >= 1, got {args.num_classes}.")
+
+
+def _check_writable(path: Path | None, option: str) -> None:
+    if path is None:
+        return
+    if path.is_dir():
+        raise CliError(f"{option} {path} is a directory; give a file name, e.g. {path / 'model.pt'}.")
+    if not path.parent.is_dir():
+        raise CliError(f"cannot write {path}: directory {path.parent} does not exist.")
+
+
 def _load_model(args: argparse.Namespace) -> LoadedModel:
+    _check_model_arguments(args)
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
     entry: dict[str, Any] = dict(checkpoint.model) if checkpoint and checkpoint.model else {}
     if args.model:
@@ -91,14 +108,16 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
         grouped=args.grouped,
         keep_unprofitable=args.keep_unprofitable,
     )
-    if args.output is not None and not args.output.parent.is_dir():
-        raise CliError(f"cannot write {args.output}: directory {args.output.parent} does not exist.")
+    _check_writable(args.output, "--output")
+    _check_writable(args.report, "--report")
     loaded = _load_model(args)
     if not loaded.trained:
         print("note: no --checkpoint, so the weights are random: ranks and errors say little about a trained model.")
     example = torch.zeros(1, *loaded.input_size)
     report = decompose_(loaded.model, config, example)
     print(report.table())
+    if not report.decomposed:
+        print("note: no layer was factorized (see the reasons above): the output equals the input model.")
     plan = RankPlan(loaded.plan.layers + report.plan.layers)
     if args.report is not None:
         args.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -111,6 +130,7 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
 
 
 def _cmd_macs(args: argparse.Namespace) -> None:
+    _check_writable(args.json, "--json")
     loaded = _load_model(args)
     counted = count_macs(loaded.model, torch.zeros(1, *loaded.input_size))
     if args.json is not None:
@@ -142,7 +162,7 @@ def _cmd_macs(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    for name in list_models():
+    for name in sorted(list_models(), key=lambda n: (len(n), n)):
         spec = get_model_spec(name)
         print(f"{name:<12} input {spec.input_size}  classes {spec.num_classes}  {spec.builder.__doc__ or ''}")
 

@@ -57,6 +57,9 @@ class DecomposeConfig:
             )
         if isinstance(self.rank_multiple, bool) or not isinstance(self.rank_multiple, int) or self.rank_multiple < 1:
             raise ValueError(f"rank_multiple must be a positive integer, got {self.rank_multiple!r}.")
+        for name in ("decompose_linear", "keep_unprofitable"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         if self.grouped not in ("per_group", "skip"):
             raise ValueError(f"grouped must be 'per_group' or 'skip', got {self.grouped!r}.")
         self.include = tuple(self.include)

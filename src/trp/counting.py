@@ -1,7 +1,8 @@
 """Counting multiply-accumulates (MACs) and parameters by a real forward pass.
 
 A MAC is one multiply-accumulate, ``a += w * x``; one MAC is two FLOPs. Counts are *per
-example* (the batch size of the example input is divided out).
+example*: the leading (batch) axis is divided out; a layer called on an unbatched input
+(a conv on ``(C, H, W)``, a linear on ``(in,)``) counts as one example.
 
 * conv MACs: every ``nn.Conv1d/2d/3d`` call, ``output elements * (c_in / groups) * kernel
   volume``. Their ratio dense/decomposed is the speed-up convention of the TRP paper.
@@ -110,8 +111,15 @@ def layer_macs(module: nn.Module, input_shape: Sequence[int]) -> int:
     raise TypeError(f"no MAC formula for {type(module).__name__}.")
 
 
+def _examples(module: nn.Module, output: torch.Tensor) -> int:
+    """Examples in one call: the leading axis, unless the layer was called unbatched
+    (a conv on ``(C, *spatial)``, a linear on ``(in,)``)."""
+    unbatched_dim = len(module.kernel_size) + 1 if isinstance(module, _CONVS) else 1
+    return 1 if output.dim() == unbatched_dim else max(output.shape[0], 1)
+
+
 def _measured_macs(module: nn.Module, output: torch.Tensor) -> int:
-    per_example = output.numel() // max(output.shape[0], 1)
+    per_example = output.numel() // _examples(module, output)
     if isinstance(module, _CONVS):
         kernel = 1
         for k in module.kernel_size:
@@ -167,6 +175,12 @@ def count_macs(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tenso
     try:
         with torch.no_grad(), eval_mode(model):
             model(*inputs)
+    except RuntimeError as error:
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs if isinstance(x, torch.Tensor))
+        raise ValueError(
+            f"the example input {shapes} does not run through the model ({str(error).splitlines()[0]}); "
+            "pass an input of the shape the model expects, batch axis first, e.g. (1, 3, 32, 32)."
+        ) from None
     finally:
         for handle in handles:
             handle.remove()

@@ -63,7 +63,9 @@ class EnergyCriterion(_Serializable):
     """Keep the fewest singular values whose squares hold at least ``1 - pruned_energy`` of
     the total: the smallest ``k`` with ``sum_{j>k} s_j^2 <= pruned_energy * sum_j s_j^2``.
 
-    ``pruned_energy = 0`` keeps every non-zero singular value (the numerical rank).
+    ``pruned_energy = 0`` keeps every singular value that is not exactly zero; computed
+    singular values of a rank-deficient float matrix are rarely exactly zero, so this is
+    usually the full rank (use ``ValueCriterion`` for a numerical-rank cut-off).
     """
 
     kind: ClassVar[str] = "energy"

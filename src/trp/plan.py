@@ -46,6 +46,14 @@ class RankPlan:
 
     layers: list[PlanEntry] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for entry in self.layers:
+            for name in (entry.name, *entry.aliases):
+                if name in seen:
+                    raise ValueError(f"the rank plan names layer {name!r} twice; the plan is corrupt.")
+                seen.add(name)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": PLAN_VERSION,

@@ -15,7 +15,8 @@ class LayerReport:
     """The decision for one candidate layer. MACs are per example, over all its calls.
 
     ``scheme``, ``rank``, ``full_rank`` and ``relative_error`` are ``None`` when the layer was
-    skipped before its SVD (e.g. depthwise); ``macs_after == macs_before`` when it stays dense.
+    skipped before its type or shape was assessed (e.g. depthwise; a fixed rank above the full
+    rank sets ``scheme`` and ``full_rank`` only); ``macs_after == macs_before`` when it stays dense.
     ``reason`` says why a layer stayed dense (empty when it was decomposed).
     """
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import DecomposeConfig
-from .counting import count_macs, layer_macs
+from .counting import LayerCount, count_macs, layer_macs
 from .criteria import FixedRankCriterion
 from .layers import FACTORIZED_CONVS, FactorizedLayer, LowRankLinear, unsupported_conv_reason
 from .plan import RankPlan
@@ -70,12 +70,13 @@ def _select(
     model: nn.Module, config: DecomposeConfig, filter_fn: FilterFn | None
 ) -> list[_Candidate]:
     candidates = _modules_by_identity(model)
-    unmatched = [p for p in config.include if not any(_matches((p,), c.names) for c in candidates)]
-    if unmatched:
-        raise ValueError(
-            f"include pattern(s) {unmatched} match no conv or linear layer; patterns are regexes "
-            f"that must match a whole qualified name, e.g. {candidates[0].name if candidates else 'layer1.0.conv1'!r}."
-        )
+    for kind, patterns in (("include", config.include), ("exclude", config.exclude)):
+        unmatched = [p for p in patterns if not any(_matches((p,), c.names) for c in candidates)]
+        if unmatched:
+            raise ValueError(
+                f"{kind} pattern(s) {unmatched} match no conv or linear layer (a typo?); patterns are regexes "
+                f"that must match a whole qualified name, e.g. {candidates[0].name if candidates else 'layer1.0.conv1'!r}."
+            )
     selected = []
     for candidate in candidates:
         if isinstance(candidate.module, nn.Linear) and not config.decompose_linear:
@@ -178,10 +179,14 @@ def decompose_(
     candidates = _select(model, config, filter_fn)
     counted = count_macs(model, example_input)
     counts = counted.by_name()
-    reports = []
+    reports, replacements = [], []
     for candidate in candidates:
-        count = counts.get(candidate.name)
-        reports.append(_decompose_one(model, candidate, config, count.input_shapes if count else []))
+        report, layer = _decompose_one(candidate, config, counts.get(candidate.name))
+        reports.append(report)
+        if layer is not None:
+            replacements.append((candidate.names, layer))
+    for names, layer in replacements:  # only once every layer succeeded: no half-decomposed model
+        _replace(model, names, layer)
     first_shape = example_input[0] if isinstance(example_input, tuple) else example_input
     return DecompositionReport(
         layers=reports,
@@ -194,12 +199,16 @@ def decompose_(
 
 
 def _decompose_one(
-    model: nn.Module, candidate: _Candidate, config: DecomposeConfig, input_shapes: list[tuple[int, ...]]
-) -> LayerReport:
+    candidate: _Candidate, config: DecomposeConfig, count: LayerCount | None
+) -> tuple[LayerReport, FactorizedLayer | None]:
+    """The decision for one layer, and its factorized replacement if it is to be replaced."""
     module = candidate.module
-    is_conv = isinstance(module, nn.modules.conv._ConvNd)
+    input_shapes = count.input_shapes if count else []
     supported = type(module) in (nn.Conv2d, nn.Linear)
-    macs_before = sum(layer_macs(module, shape) for shape in input_shapes) if supported else 0
+    if supported:
+        macs_before = sum(layer_macs(module, shape) for shape in input_shapes)
+    else:
+        macs_before = count.macs if count else 0
     params_before = _param_count(module)
     report = LayerReport(
         name=candidate.name,
@@ -210,12 +219,12 @@ def _decompose_one(
         params_before=params_before,
         params_after=params_before,
         aliases=tuple(candidate.names[1:]),
-        is_conv=is_conv,
+        is_conv=isinstance(module, nn.modules.conv._ConvNd),
     )
     reason = _skip_reason_before_svd(module, config, len(input_shapes))
     if reason:
         report.reason = reason
-        return report
+        return report, None
     factorized_class = _factorized_class(module, config.scheme)
     report.scheme = factorized_class.scheme
     criterion = config.criterion
@@ -224,19 +233,21 @@ def _decompose_one(
         if criterion.rank > full_rank:
             report.full_rank = full_rank
             report.reason = f"requested rank {criterion.rank} exceeds the full rank {full_rank}"
-            return report
-    solution = factorized_class.solve(module, criterion, config.rank_multiple)
+            return report, None
+    try:
+        solution = factorized_class.solve(module, criterion, config.rank_multiple)
+    except (ValueError, RuntimeError) as error:
+        raise type(error)(f"layer {candidate.name!r}: {error} (the model was not changed)") from None
     layer = factorized_class.from_solution(module, solution)
     macs_after = sum(layer_macs(layer, shape) for shape in input_shapes)
     report.rank, report.full_rank, report.relative_error = solution.rank, solution.full_rank, solution.relative_error
     if macs_after >= macs_before and not config.keep_unprofitable:
         report.reason = f"factorized at rank {solution.rank} it would cost {macs_after:,} MACs, not fewer"
-        return report
-    _replace(model, candidate.names, layer)
+        return report, None
     report.decomposed = True
     report.macs_after = macs_after
     report.params_after = _param_count(layer)
-    return report
+    return report, layer
 
 
 def apply_plan_(model: nn.Module, plan: RankPlan) -> nn.Module:
@@ -260,6 +271,11 @@ def apply_plan_(model: nn.Module, plan: RankPlan) -> nn.Module:
                 "the checkpoint was made from another architecture (check the model name and its options)."
             ) from None
         expected = nn.Linear if entry.kind == "linear" else nn.Conv2d
+        if isinstance(module, FactorizedLayer):
+            raise ValueError(
+                f"{entry.name!r} is already factorized in this model: load the checkpoint into a freshly "
+                "built dense model."
+            )
         if type(module) is not expected:
             raise ValueError(
                 f"the rank plan factorizes {entry.name!r} as {entry.kind}, but in this model it is a "
