@@ -127,11 +127,18 @@ class TRPHandle:
         self._cache.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps}
+        """The step counter, and the factors of a projection not yet used by a nuclear step
+        (so that a resumed run takes exactly the step an uninterrupted one would)."""
+        return {"steps": self.steps, "directions": {name: cached.direction for name, cached in self._cache.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore after the model's weights have been loaded."""
         self.steps = int(state["steps"])
-        self._cache.clear()
+        weights = {target.name: target.weight for target in self.targets}
+        self._cache = {
+            name: _CachedDirection(weights[name]._version, direction.to(weights[name].device))
+            for name, direction in state.get("directions", {}).items()
+        }
 
     def _scheme(self) -> str:
         return self.config.decompose.scheme

@@ -174,6 +174,7 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(config.optim, len(run.loader)))
     handle: TRPHandle | None = attach_trp(model, optimizer, config.trp_config()) if config.trp.enabled else None
     generators = {"shuffle": run.shuffle, "augment": run.augment}
+    wrapped = run.wrap(model)  # before restoring: wrapping broadcasts (rewrites) the weights
     completed, elapsed = 0, 0.0
     if resume:
         completed, elapsed = restore_training_state(
@@ -199,7 +200,6 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
             )
             _append_metrics(metrics_path, record)
 
-    wrapped = run.wrap(model)
     try:
         run.epochs(wrapped, optimizer, scheduler, range(completed, last), "train", after_epoch)
     except TrainingDiverged as error:

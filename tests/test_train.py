@@ -1,0 +1,197 @@
+"""`trp train` end to end on tiny data the tests write: train -> decompose -> evaluate,
+resume, divergence, DDP, configs and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from trp.checkpoint import read_checkpoint
+from trp.cli import main
+from trp.models import create_model
+from trp.train import RunInterrupted, TrainingDiverged, load_train_config, run_training
+from trp.train.config import OptimSection
+from trp.train.schedule import lr_factor_fn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A learnable 2-class ImageFolder of 12x12 RGB PNGs: reddish vs bluish noise."""
+    root = tmp_path_factory.mktemp("tiny")
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 24), ("test", 8)):
+        for label, name in enumerate(("red", "blue")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = torch.randint(0, 120, (12, 12, 3), generator=generator, dtype=torch.uint8)
+                pixels[..., 0 if label == 0 else 2] += 120
+                Image.fromarray(pixels.numpy()).save(folder / f"{index}.png")
+    return root
+
+
+def tiny_overrides(root: Path, out: Path, **extra: object) -> list[str]:
+    settings = {
+        "model.name": "resnet20", "data.dataset": "imagefolder", "data.root": str(root), "data.batch_size": 8,
+        "data.eval_batch_size": 16, "data.crop_padding": 2, "optim.epochs": 2, "optim.lr": 0.05,
+        "optim.schedule": "cosine", "trp.enabled": True, "trp.period": 2, "trp.nuclear_weight": 3e-4,
+        "decompose.criterion": "energy:0.3", "run.out_dir": str(out), "run.progress": False, "run.device": "cpu",
+    }
+    settings.update(extra)
+    return [f"{key}={json.dumps(value)}" for key, value in settings.items()]
+
+
+def test_cli_train_decompose_evaluate(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train"] + [arg for override in tiny_overrides(tiny_folder, out) for arg in ("--set", override)]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "TRP1+Nu" in stdout and "speed-up" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "TRP1+Nu"
+    assert 0.0 <= summary["decomposed"]["accuracy"] <= 1.0
+    assert summary["decomposed"]["conv_macs"] <= summary["dense"]["conv_macs"]
+    assert summary["decomposed"]["conv_speedup"] == pytest.approx(summary["dense"]["conv_macs"] / summary["decomposed"]["conv_macs"])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert set(metrics[0]["ranks"]) >= {"layer1.0.conv1", "layer3.2.conv2"}
+    assert metrics[-1]["trp_steps"] == 2 * (48 // 8)
+    decomposed = read_checkpoint(out / "decomposed.pt")
+    assert decomposed.model == {"name": "resnet20", "kwargs": {"num_classes": 2, "in_channels": 3}}
+    assert len(decomposed.plan.layers) == summary["decomposed"]["layers_decomposed"]
+
+
+def test_resume_ends_with_the_same_weights(tiny_folder, tmp_path):
+    straight = load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "straight", **{"optim.epochs": 3}))
+    run_training(straight)
+    interrupted = load_train_config(
+        None, tiny_overrides(tiny_folder, tmp_path / "split", **{"optim.epochs": 3, "run.stop_after_epochs": 1})
+    )
+    with pytest.raises(RunInterrupted, match="after epoch 1 of 3"):
+        run_training(interrupted)
+    with pytest.raises(RunInterrupted, match="after epoch 2 of 3"):
+        run_training(interrupted, resume=True)
+    interrupted.run.stop_after_epochs = 0
+    run_training(interrupted, resume=True)
+    expected = read_checkpoint(tmp_path / "straight" / "dense.pt").state_dict
+    actual = read_checkpoint(tmp_path / "split" / "dense.pt").state_dict
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_a_finished_run_is_never_overwritten(tiny_folder, tmp_path):
+    config = load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "run", **{"optim.epochs": 1}))
+    run_training(config)
+    before = (tmp_path / "run" / "summary.json").read_text()
+    with pytest.raises(ValueError, match="already holds a run"):
+        run_training(config)
+    assert (tmp_path / "run" / "summary.json").read_text() == before
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tiny_folder, tmp_path, monkeypatch):
+    config = load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "run", **{"optim.epochs": 3}))
+    import trp.train.loop as loop
+
+    real = loop.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 8 else loss  # epoch 1 has 6 steps
+
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"became nan.*epoch 1\) is kept.*--resume"):
+        run_training(config)
+    monkeypatch.setattr(loop.F, "cross_entropy", real)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_schedules():
+    optim = OptimSection(epochs=10, schedule="multistep", milestones=[5, 7.5], gamma=0.1)
+    factor = lr_factor_fn(optim, steps_per_epoch=10)
+    assert [factor(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cosine = lr_factor_fn(OptimSection(epochs=10, schedule="cosine"), 10)
+    assert (cosine(0), cosine(50), cosine(100)) == pytest.approx((1.0, 0.5, 0.0))
+    onecycle = lr_factor_fn(OptimSection(epochs=10, schedule="onecycle", warmup_epochs=2), 10)
+    assert (onecycle(0), onecycle(19), onecycle(20), onecycle(100)) == pytest.approx((0.05, 1.0, 1.0, 0.0))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_train_config(path)
+    assert config.optim.epochs > 0
+    if "trp" in path.name:
+        assert config.trp.enabled and config.trp.period == 20
+
+
+def test_overrides_are_typed(tmp_path):
+    config = load_train_config(None, ["optim.lr=0.05", "optim.milestones=[40, 60]", "trp.enabled=true", "run.out_dir=runs/x"])
+    assert (config.optim.lr, config.optim.milestones, config.trp.enabled, config.run.out_dir) == (0.05, [40, 60], True, "runs/x")
+    path = tmp_path / "c.toml"
+    path.write_text('[optim]\nlr = 0.2\n[model]\nname = "resnet56"\n')
+    assert load_train_config(path, ["optim.lr=0.3"]).optim.lr == 0.3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trp.enabled=true", "trp.period=0"], "period must be a positive integer"),
+        (["trp.enabled=true", "trp.period=-2"], "period must be a positive integer"),
+        (["decompose.criterion=energy:1.0"], "pruned_energy must lie in"),
+        (["decompose.criterion=energy:-0.1"], "pruned_energy must lie in"),
+        (["optim.lr=fast"], "optim.lr must be a float"),
+        (["optim.schedule=linear"], "optim.schedule must be one of"),
+        (["optim.lrate=0.1"], "unknown option optim.lrate"),
+        (["training.lr=0.1"], "unknown config section"),
+        (["trp.enabled=yes"], "must be true or false"),
+        (["optim.lr"], "section.key=value"),
+    ],
+)
+def test_bad_options_get_clear_errors(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_train_config(None, overrides)
+
+
+def test_bad_inputs_through_the_cli(tiny_folder, tmp_path, capsys):
+    def run(*overrides: str) -> str:
+        argv = ["train", "--no-progress", "--out", str(tmp_path / "x")] + [a for o in overrides for a in ("--set", o)]
+        assert main(argv) == 2
+        return capsys.readouterr().err
+
+    base = [f"data.root={json.dumps(str(tiny_folder))}", "data.dataset=imagefolder"]
+    assert "does not exist" in run("data.dataset=imagefolder", "data.root=/nonexistent/data")
+    assert "unknown model 'resnet21'" in run(*base, "model.name=resnet21")
+    assert "unknown dataset" in run("data.dataset=imagenet22k")
+    other = tmp_path / "resnet32.pt"
+    torch.save(create_model("resnet32", num_classes=2).state_dict(), other)
+    assert "does not fit this model" in run(*base, f"model.checkpoint={json.dumps(str(other))}")
+    result = subprocess.run([sys.executable, "-m", "trp", "train", "--config", "/nonexistent.toml"], capture_output=True, text=True)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_ddp_two_cpu_processes_agree(tiny_folder, tmp_path):
+    """torchrun with 2 gloo processes: the run checks that all replicas hold identical
+    weights after training (TRP projections included) and fails otherwise."""
+    out = tmp_path / "ddp"
+    overrides = tiny_overrides(tiny_folder, out, **{"optim.epochs": 2, "trp.period": 1})
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "trp", "train"] + [arg for override in overrides for arg in ("--set", override)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # written once per epoch, by rank 0 only
+    assert summary["decomposed"]["layers_decomposed"] > 0
