@@ -195,3 +195,20 @@ def test_ddp_two_cpu_processes_agree(tiny_folder, tmp_path):
     assert summary["world_size"] == 2
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # written once per epoch, by rank 0 only
     assert summary["decomposed"]["layers_decomposed"] > 0
+
+
+def test_bf16_and_channels_last_run(tiny_folder, tmp_path):
+    overrides = tiny_overrides(tiny_folder, tmp_path / "bf16", **{"optim.epochs": 1, "run.bf16": True, "run.channels_last": True})
+    summary = run_training(load_train_config(None, overrides))
+    assert 0.0 <= summary["decomposed"]["accuracy"] <= 1.0
+
+
+def test_quickstart_end_to_end(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the quick start's digits come with scikit-learn")
+    pytest.importorskip("matplotlib", reason="the quick start plots with matplotlib")
+    assert main(["quickstart", "--out", str(tmp_path), "--epochs", "1", "--no-progress", "--device", "cpu"]) == 0
+    result = json.loads((tmp_path / "quickstart.json").read_text())
+    assert set(result["sweeps"]) == {"baseline", "TRP2+Nu"}
+    assert len(result["sweeps"]["TRP2+Nu"]) == 7
+    assert (tmp_path / "accuracy_vs_speedup.png").stat().st_size > 10_000
+    assert "e=0.02" in capsys.readouterr().out
