@@ -212,3 +212,31 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert len(result["sweeps"]["TRP2+Nu"]) == 7
     assert (tmp_path / "accuracy_vs_speedup.png").stat().st_size > 10_000
     assert "e=0.02" in capsys.readouterr().out
+
+
+def _replica_check_worker(rank: int, store: str, result_dir: str) -> None:
+    import torch.distributed as dist
+
+    from trp.train.run import _check_replicas_agree
+    from trp.train.runtime import Runtime
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+            model.bias.fill_(float(rank))  # replicas disagree on the bias only
+        try:
+            _check_replicas_agree(model, Runtime(torch.device("cpu"), rank, 2))
+            outcome = "agreed"
+        except RuntimeError as error:
+            outcome = str(error)
+        Path(result_dir, f"rank{rank}.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_replica_check_detects_disagreement(tmp_path):
+    torch.multiprocessing.spawn(_replica_check_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        assert "replicas disagree" in (tmp_path / f"rank{rank}.txt").read_text()
