@@ -29,6 +29,7 @@ __all__ = [
     "thin_svd",
     "batched_thin_svd",
     "solution_from_svd",
+    "select_rank",
     "round_rank",
 ]
 
@@ -191,6 +192,16 @@ def batched_thin_svd(matrices: list[torch.Tensor]) -> list[tuple[torch.Tensor, t
     return results  # type: ignore[return-value]
 
 
+def select_rank(singular_values: torch.Tensor, criterion: RankCriterion, rank_multiple: int = 1) -> int:
+    """The rank a truncation keeps for singular values ``(g, p)`` (descending per group):
+    the largest any group's criterion asks for, rounded up to ``rank_multiple``; 1 for an
+    all-zero spectrum."""
+    if not bool(singular_values.any()):
+        return 1
+    rank = max(criterion.select_rank(group_values) for group_values in singular_values)
+    return round_rank(rank, rank_multiple, singular_values.shape[-1])
+
+
 def solution_from_svd(
     u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, criterion: RankCriterion, rank_multiple: int = 1
 ) -> LowRankSolution:
@@ -198,14 +209,9 @@ def solution_from_svd(
     group gets its own rank and the solution keeps the largest, rounded up to
     ``rank_multiple``. An all-zero matrix gives rank 1 with zero factors and zero error."""
     full_rank = s.shape[-1]
+    rank = select_rank(s, criterion, rank_multiple)
     energy = s.double().square()
-    total = float(energy.sum())
-    if total == 0.0:
-        rank = 1
-    else:
-        rank = max(criterion.select_rank(group_values) for group_values in s)
-        rank = round_rank(rank, rank_multiple, full_rank)
-    dropped = float(energy[:, rank:].sum())
+    total, dropped = float(energy.sum()), float(energy[:, rank:].sum())
     return LowRankSolution(
         u=u[..., :rank],
         s=s[:, :rank],
