@@ -1,0 +1,143 @@
+"""Deployment: BatchNorm folding, ONNX/TorchScript export, target speed-up, latency CLI."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import trp
+from trp.cli import main
+from trp.export import export_onnx, export_torchscript
+from trp.fold import fold_batchnorm_
+from trp.target import criterion_for_speedup
+
+pytest.importorskip("onnxruntime", reason="export checks run the ONNX file with onnxruntime")
+
+
+def resnet20_with_bn_statistics(dtype=torch.float32) -> nn.Module:
+    torch.manual_seed(0)
+    model = trp.models.create_model("resnet20").to(dtype)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def decomposed(scheme: str | None, dtype=torch.float32) -> nn.Module:
+    model = resnet20_with_bn_statistics(dtype)
+    if scheme is not None:
+        config = trp.DecomposeConfig(scheme=scheme, criterion=trp.FractionCriterion(0.5))
+        trp.decompose_(model, config, torch.zeros(1, 3, 32, 32, dtype=dtype))
+    return model
+
+
+@pytest.mark.parametrize("scheme", [None, "channel", "spatial"])
+def test_batchnorm_folding_is_exact(scheme):
+    model = decomposed(scheme, torch.float64)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    expected = model(x)
+    folded = fold_batchnorm_(model)
+    assert len(folded) == 19
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_folding_needs_eval_mode_and_keeps_unfoldable_bn():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm_(trp.models.create_model("resnet20").train())
+
+    class AddThenBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x) + 1.0)  # BN input is not the conv's output
+
+    model = AddThenBN().eval()
+    assert fold_batchnorm_(model) == []
+    assert isinstance(model.bn, nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("scheme", [None, "channel", "spatial"])
+def test_onnx_and_torchscript_match_pytorch(scheme, tmp_path):
+    model = decomposed(scheme)
+    x = torch.randn(2, 3, 32, 32)
+    assert export_onnx(model, x, tmp_path / "m.onnx") < 1e-5
+    assert export_torchscript(model, x, tmp_path / "m.ts") < 1e-6
+    from trp.export import onnx_outputs
+
+    other_batch = torch.randn(5, 3, 32, 32)  # the batch axis is dynamic
+    torch.testing.assert_close(onnx_outputs(tmp_path / "m.onnx", other_batch), model(other_batch).detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_export_bad_inputs(tmp_path):
+    model, x = decomposed(None), torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="opset 99 is not available"):
+        export_onnx(model, x, tmp_path / "m.onnx", opset=99)
+    with pytest.raises(ValueError, match="opset 11 is not available"):
+        export_onnx(model, x, tmp_path / "m.onnx", opset=11)
+    with pytest.raises(ValueError, match="cannot write"):
+        export_onnx(model, x, tmp_path / "missing" / "m.onnx")
+    with pytest.raises(ValueError, match="cannot write"):
+        export_torchscript(model, x, tmp_path)
+
+
+@pytest.mark.parametrize("family", ["energy", "fraction"])
+@pytest.mark.parametrize("target", [1.5, 2.0, 3.0])
+def test_target_mode_reaches_the_requested_speedup(family, target):
+    model = trp.models.create_model("resnet20")
+    example = torch.zeros(1, 3, 32, 32)
+    config = trp.DecomposeConfig(scheme="spatial")
+    found = criterion_for_speedup(model, config, example, target, family=family, tolerance=0.03)
+    report = trp.decompose_(copy.deepcopy(model), trp.DecomposeConfig(scheme="spatial", criterion=found.criterion), example)
+    assert report.conv_speedup == pytest.approx(found.speedup)
+    assert target <= report.conv_speedup <= target * 1.03
+
+
+def test_target_mode_says_when_it_cannot():
+    with pytest.raises(ValueError, match="out of reach: the most these layers give is"):
+        criterion_for_speedup(trp.models.create_model("resnet20"), trp.DecomposeConfig(), torch.zeros(1, 3, 32, 32), 100.0)
+    with pytest.raises(ValueError, match=">= 1"):
+        criterion_for_speedup(trp.models.create_model("resnet20"), trp.DecomposeConfig(), torch.zeros(1, 3, 32, 32), 0.5)
+
+
+def test_cli_decompose_export_bench(tmp_path, capsys):
+    low = tmp_path / "low.pt"
+    assert main(["decompose", "--model", "resnet20", "--scheme", "spatial", "--target-speedup", "2", "-o", str(low)]) == 0
+    assert main(["export", "--checkpoint", str(low), "--fold-bn", "--onnx", str(tmp_path / "m.onnx"), "--torchscript", str(tmp_path / "m.ts")]) == 0
+    out = capsys.readouterr().out
+    assert "folded 19 BatchNorm" in out and "max relative error" in out
+    assert main(["bench", "--checkpoint", str(low), "--batches", "1", "2", "--repeats", "4", "--warmup", "1",
+                 "--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert {(r["runtime"], r["batch"]) for r in rows} == {("eager", 1), ("eager", 2), ("onnxruntime", 1), ("onnxruntime", 2)}
+    assert all(r["mac_speedup"] == pytest.approx(2.0, rel=0.03) and r["measured_speedup"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export", "--model", "resnet20", "--onnx", "/nonexistent/m.onnx"], "does not exist"),
+        (["export", "--model", "resnet20"], "at least one output"),
+        (["export", "--model", "resnet20", "--onnx", "OUT", "--opset", "16"], "opset 16 is not available"),
+        (["bench", "--model", "resnet20"], "no factorized layers"),
+    ],
+)
+def test_deploy_cli_errors(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "m.onnx") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_checkpoint_that_is_not_a_model(tmp_path, capsys):
+    path = tmp_path / "opt.pt"
+    torch.save({"epoch": 3, "lr": 0.1}, path)
+    assert main(["export", "--model", "resnet20", "--checkpoint", str(path), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "not a model checkpoint" in capsys.readouterr().err
