@@ -141,3 +141,23 @@ def test_checkpoint_that_is_not_a_model(tmp_path, capsys):
     torch.save({"epoch": 3, "lr": 0.1}, path)
     assert main(["export", "--model", "resnet20", "--checkpoint", str(path), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "not a model checkpoint" in capsys.readouterr().err
+
+
+def test_cli_sweep_runs_end_to_end(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the digits dataset comes with scikit-learn")
+    pytest.importorskip("matplotlib", reason="sweep plots need matplotlib")
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = trp.models.create_model("resnet20", num_classes=10, in_channels=1)
+        trp.save_checkpoint(tmp_path / f"m{seed}.pt", model, None, {"name": "resnet20", "kwargs": {"in_channels": 1}})
+    argv = ["sweep", str(tmp_path / "m0.pt"), str(tmp_path / "m1.pt"), "--labels", "a", "b", "--dataset", "digits",
+            "--criteria", "fraction:0.5", "fraction:0.25", "--scheme", "spatial", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert set(result["models"]) == {"a", "b"}
+    speedups = [p["conv_speedup"] for p in result["models"]["a"]["points"]]
+    assert speedups[0] < speedups[1]
+    for name in ("accuracy_vs_speedup.png", "ranks.png", "spectra.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 5_000
+    assert "fraction:0.25" in capsys.readouterr().out
+    assert main(argv[:3] + ["--labels", "only-one", "--dataset", "digits", "--out", str(tmp_path / "o2")]) == 2

@@ -230,6 +230,33 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .train.sweep import run_sweep
+
+    labels = args.labels or [path.stem for path in args.checkpoints]
+    args.criterion = args.criteria[0]
+    config = _decompose_config(args)
+    dataset = load_dataset(args.dataset, args.data_root, **dict(_option(o) for o in args.data_option))
+    result = run_sweep(
+        args.checkpoints, labels, dataset, config, [parse_criterion(c) for c in args.criteria], args.out,
+        model_name=args.model, spectrum_layers=args.spectrum_layers,
+    )
+    print(f"{'model':<14} {'criterion':<16} {'speed-up':>8} {'accuracy':>9} {'params':>10}")
+    for label, data in result["models"].items():
+        print(f"{label:<14} {'dense':<16} {1.0:>7.2f}x {100 * data['dense_accuracy']:>8.2f}%")
+        for point, text in zip(data["points"], args.criteria):
+            print(f"{label:<14} {text:<16} {point['conv_speedup']:>7.2f}x {100 * point['accuracy']:>8.2f}% {point['params']:>10,}")
+    print(f"wrote sweep.json, accuracy_vs_speedup.png, ranks.png and spectra.png to {args.out}")
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise CliError(f"cannot read --data-option {text!r}; write KEY=VALUE, e.g. image_size=32.")
+    return key, int(value) if value.isdigit() else value
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from .train import load_train_config, run_training
 
@@ -334,6 +361,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers (default: fold them, as deployed)")
     bench.add_argument("--json", type=Path, help="write the measurements as JSON here")
     bench.set_defaults(run=_cmd_bench)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="decompose trained checkpoints at a list of criteria and evaluate each (no retraining); table and plots",
+        description="For each checkpoint, decompose a copy at every criterion, evaluate it on the dataset's test "
+        "split with no fine-tuning, and write a table, sweep.json, accuracy_vs_speedup.png (paper Fig. 3), "
+        "ranks.png (per-layer ranks at the first criterion) and spectra.png (singular values of chosen layers).",
+    )
+    sweep.add_argument("checkpoints", type=Path, nargs="+", help="trained checkpoints (e.g. runs/*/dense.pt)")
+    sweep.add_argument("--labels", nargs="+", help="one label per checkpoint (default: file names)")
+    sweep.add_argument("--model", help="architecture, if a checkpoint does not name it")
+    sweep.add_argument("--dataset", required=True, help="registered dataset to evaluate on")
+    sweep.add_argument("--data-root", default="data", help="dataset directory")
+    sweep.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="dataset option (repeatable)")
+    sweep.add_argument("--criteria", nargs="+", default=["energy:0.005", "energy:0.01", "energy:0.02", "energy:0.05", "energy:0.1"],
+                       help="criteria to sweep (default: energy 0.005 to 0.1)")
+    sweep.add_argument("--scheme", choices=SCHEMES, default="channel", help="default: channel")
+    sweep.add_argument("--rank-multiple", type=int, default=1, metavar="N")
+    sweep.add_argument("--include", action="append", default=[], metavar="REGEX")
+    sweep.add_argument("--exclude", action="append", default=[], metavar="REGEX")
+    sweep.add_argument("--no-linear", action="store_true", help="leave nn.Linear layers dense")
+    sweep.add_argument("--grouped", choices=("per_group", "skip"), default="per_group")
+    sweep.add_argument("--keep-unprofitable", action="store_true")
+    sweep.add_argument("--spectrum-layers", nargs="+", default=[], metavar="NAME", help="layers for spectra.png")
+    sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory (default runs/sweep)")
+    sweep.set_defaults(run=_cmd_sweep)
 
     train = commands.add_parser(
         "train",

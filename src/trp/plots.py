@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["plot_accuracy_vs_speedup"]
+__all__ = ["plot_accuracy_vs_speedup", "plot_layer_ranks", "plot_spectra"]
 
 
 def _pyplot():
@@ -37,6 +37,42 @@ def plot_accuracy_vs_speedup(
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
+    return _save(figure, path, plt)
+
+
+def plot_layer_ranks(ranks: Mapping[str, Mapping[str, int]], path: str | Path, title: str) -> Path:
+    """Per-layer rank (x: layers in model order) for each labelled model."""
+    plt = _pyplot()
+    layers = list(next(iter(ranks.values())))
+    figure, axes = plt.subplots(figsize=(max(6, 0.35 * len(layers)), 4.2), dpi=120)
+    for label, by_layer in ranks.items():
+        axes.plot(range(len(layers)), [by_layer.get(name, float("nan")) for name in layers], marker="o", label=label)
+    axes.set_xticks(range(len(layers)), layers, rotation=75, fontsize=7)
+    axes.set_ylabel("rank")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    return _save(figure, path, plt)
+
+
+def plot_spectra(spectra: Mapping[str, Sequence[float]], path: str | Path, title: str) -> Path:
+    """Singular values (descending, divided by the largest) on a log scale, one line per label."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for label, values in spectra.items():
+        top = max(values[0], 1e-30)
+        axes.semilogy(range(1, len(values) + 1), [max(v / top, 1e-12) for v in values], label=label)
+    axes.set_xlabel("index")
+    axes.set_ylabel("singular value / largest")
+    axes.set_title(title)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend()
+    figure.tight_layout()
+    return _save(figure, path, plt)
+
+
+def _save(figure, path: str | Path, plt) -> Path:
     path = Path(path)
     figure.savefig(path)
     plt.close(figure)

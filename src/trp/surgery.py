@@ -20,7 +20,7 @@ from .layers import FACTORIZED_CONVS, FactorizedLayer, LowRankLinear, unsupporte
 from .plan import RankPlan
 from .report import DecompositionReport, LayerReport
 
-__all__ = ["decompose_", "apply_plan_", "factorizable_layers", "FilterFn"]
+__all__ = ["decompose_", "apply_plan_", "factorizable_layers", "factorized_class_for", "FilterFn"]
 
 FilterFn = Callable[[nn.Module, str], bool]
 _LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -132,7 +132,7 @@ def _replace(model: nn.Module, names: list[str], new: nn.Module) -> None:
         setattr(model.get_submodule(parent_name), attribute, new)
 
 
-def _factorized_class(module: nn.Module, scheme: str) -> type[FactorizedLayer]:
+def factorized_class_for(module: nn.Module, scheme: str) -> type[FactorizedLayer]:
     return LowRankLinear if isinstance(module, nn.Linear) else FACTORIZED_CONVS[scheme]
 
 
@@ -225,7 +225,7 @@ def _decompose_one(
     if reason:
         report.reason = reason
         return report, None
-    factorized_class = _factorized_class(module, config.scheme)
+    factorized_class = factorized_class_for(module, config.scheme)
     report.scheme = factorized_class.scheme
     criterion = config.criterion
     if isinstance(criterion, FixedRankCriterion):
@@ -281,7 +281,7 @@ def apply_plan_(model: nn.Module, plan: RankPlan) -> nn.Module:
                 f"the rank plan factorizes {entry.name!r} as {entry.kind}, but in this model it is a "
                 f"{type(module).__name__}, not an nn.{expected.__name__}: the checkpoint belongs to another model."
             )
-        factorized_class = _factorized_class(module, entry.kind)
+        factorized_class = factorized_class_for(module, entry.kind)
         full_rank = factorized_class.full_rank_of(module)
         if entry.rank > full_rank:
             raise ValueError(

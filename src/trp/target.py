@@ -17,9 +17,9 @@ from torch import nn
 from .config import DecomposeConfig
 from .counting import count_macs, layer_macs
 from .criteria import EnergyCriterion, FractionCriterion, RankCriterion
-from .layers import FACTORIZED_CONVS, FactorizedLayer, LowRankLinear
+from .layers import FactorizedLayer
 from .lowrank import batched_thin_svd, select_rank
-from .surgery import FilterFn, factorizable_layers
+from .surgery import FilterFn, factorizable_layers, factorized_class_for
 
 __all__ = ["TargetResult", "criterion_for_speedup", "FAMILIES"]
 
@@ -59,7 +59,7 @@ def _layers(model: nn.Module, config: DecomposeConfig, example: torch.Tensor, fi
     counted = count_macs(model, example)
     counts = counted.by_name()
     chosen = [(name, module) for name, module in factorizable_layers(model, config, filter_fn) if name in counts]
-    classes = [LowRankLinear if isinstance(m, nn.Linear) else FACTORIZED_CONVS[config.scheme] for _, m in chosen]
+    classes = [factorized_class_for(module, config.scheme) for _, module in chosen]
     matrices = [cls.dense_matrix(module) for cls, (_, module) in zip(classes, chosen)]
     spectra = [s for _, s, _ in batched_thin_svd(matrices)]
     layers = [

@@ -10,15 +10,12 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_decomposed
 from ..criteria import EnergyCriterion
-from ..models import create_model
 from ..plots import plot_accuracy_vs_speedup
 from .config import TrainConfig
-from .loop import Batches, evaluate
-from .run import _load_data, _model_kwargs, method_label, run_training
+from .run import _load_data, method_label, run_training
 from .runtime import Runtime
-from .sweep import sweep_criteria
+from .sweep import accuracy_on, load_trained, sweep_criteria
 
 __all__ = ["quickstart_configs", "run_quickstart", "SWEEP_ENERGIES"]
 
@@ -71,17 +68,12 @@ def run_quickstart(out_dir: str | Path, epochs: int = 30, device: str = "auto", 
 
 
 def _sweep(config: TrainConfig, run_dir: Path) -> list[dict[str, Any]]:
-    runtime = Runtime(torch.device("cpu"))
-    dataset = _load_data(config, runtime)
-    batches = Batches(dataset.mean, dataset.std, runtime.device, channels_last=False, bf16=False)
-    model = load_decomposed(run_dir / "dense.pt", create_model(config.model.name, **_model_kwargs(config, dataset))).eval()
-
-    def accuracy(candidate: torch.nn.Module) -> float:
-        return evaluate(candidate, dataset.test, batches, runtime, config.data.eval_batch_size)[1]
-
+    dataset = _load_data(config, Runtime(torch.device("cpu")))
+    model = load_trained(run_dir / "dense.pt", config.model.name, dataset)
     example = torch.zeros(1, *dataset.input_size)
     criteria = [EnergyCriterion(e) for e in SWEEP_ENERGIES]
-    return [vars(point) for point in sweep_criteria(model, config.decompose_config(), criteria, accuracy, example)]
+    points = sweep_criteria(model, config.decompose_config(), criteria, accuracy_on(dataset, config.data.eval_batch_size), example)
+    return [vars(point) for point in points]
 
 
 def _table(summaries: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> str:
