@@ -161,3 +161,20 @@ def test_cli_sweep_runs_end_to_end(tmp_path, capsys):
         assert (tmp_path / "out" / name).stat().st_size > 5_000
     assert "fraction:0.25" in capsys.readouterr().out
     assert main(argv[:3] + ["--labels", "only-one", "--dataset", "digits", "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_measured_mode_keeps_slower_layers_dense(monkeypatch):
+    import trp.measured as measured
+
+    def fake(module, shape, warmup, repeats):
+        factorized = isinstance(module, trp.layers.FactorizedLayer)
+        return 0.5 if factorized and module.rank % 2 == 0 else 1.0  # pairs of even rank "faster"
+
+    monkeypatch.setattr(measured, "_best_ms", fake)
+    model = trp.models.create_model("resnet20")
+    report = measured.decompose_measured_(model, trp.DecomposeConfig(criterion=trp.FixedRankCriterion(5)), torch.zeros(1, 3, 32, 32))
+    slower = [layer for layer in report.layers if layer.reason.startswith("measured slower")]
+    assert slower and not report.decomposed  # rank 5 is odd: every pair "measured" slower
+    assert all(type(model.get_submodule(layer.name)) in (nn.Conv2d, nn.Linear) for layer in slower)
+    report = measured.decompose_measured_(model, trp.DecomposeConfig(criterion=trp.FixedRankCriterion(4)), torch.zeros(1, 3, 32, 32))
+    assert report.decomposed and not any(layer.reason.startswith("measured") for layer in report.layers)

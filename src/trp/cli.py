@@ -23,6 +23,7 @@ from .config import DecomposeConfig
 from .counting import count_macs
 from .criteria import parse_criterion
 from .lowrank import SCHEMES
+from .measured import decompose_measured_
 from .models import create_model, get_model_spec, list_models
 from .plan import RankPlan
 from .export import ExportMismatch, export_onnx, export_torchscript
@@ -115,7 +116,10 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
         found = criterion_for_speedup(loaded.model, config, example, args.target_speedup, family=args.target_family)
         config = dataclasses.replace(config, criterion=found.criterion)
         print(f"target {args.target_speedup:.2f}x: {found.criterion} gives {found.speedup:.3f}x ({found.iterations} bisection steps)")
-    report = decompose_(loaded.model, config, example)
+    if args.measured:
+        report = decompose_measured_(loaded.model, config, example)
+    else:
+        report = decompose_(loaded.model, config, example)
     print(report.table())
     if not report.decomposed:
         print("note: no layer was factorized (see the reasons above): the output equals the input model.")
@@ -313,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="instead of --criterion's value: find the criterion that gives X-fold fewer conv MACs")
     decompose.add_argument("--target-family", choices=FAMILIES, default="energy",
                            help="what --target-speedup searches: the energy e or the rank fraction; default: energy")
+    decompose.add_argument("--measured", action="store_true",
+                           help="keep a layer dense unless its factorized form is measured faster here (PyTorch eager, CPU)")
     decompose.add_argument("--output", "-o", type=Path, help="write the decomposed checkpoint here")
     decompose.add_argument("--report", type=Path, help="write the per-layer report as JSON here")
     decompose.set_defaults(run=_cmd_decompose)
