@@ -145,7 +145,7 @@ def test_weights_outside_the_optimizer_are_an_error():
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="optimizer does not update"):
         attach_trp(model, optimizer, TRPConfig())
-    with pytest.raises(ValueError, match="no conv or linear layer"):
+    with pytest.raises(ValueError, match="no trainable conv or linear layer"):
         attach_trp(model, optimizer, TRPConfig(decompose=DecomposeConfig(decompose_linear=False, exclude=("conv.*",))))
 
 
@@ -157,3 +157,27 @@ def test_state_dict_round_trip():
     resumed = attach_trp(model, torch.optim.SGD(model.parameters(), lr=0.1), TRPConfig(period=5))
     resumed.load_state_dict(handle.state_dict())
     assert resumed.steps == 3
+
+
+def test_frozen_layers_are_left_alone_and_one_trp_per_optimizer():
+    model = Small()
+    model.conv1.requires_grad_(False)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    handle = attach_trp(model, optimizer, TRPConfig(period=1))
+    assert "conv1" not in handle.names
+    with pytest.raises(ValueError, match="already attached"):
+        attach_trp(model, optimizer, TRPConfig(period=1))
+    handle.remove()
+    attach_trp(model, optimizer, TRPConfig(period=1))  # allowed again after remove()
+
+
+def test_non_finite_weights_are_left_alone():
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    handle = attach_trp(model, optimizer, TRPConfig(period=1, nuclear_weight=1e-3))
+    with torch.no_grad():
+        model.conv3.weight[0, 0, 0, 0] = float("nan")
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()  # no SVD error: the diverged weights are the training loop's to report
+    assert handle.steps == 1

@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+import trp
+
 from trp.checkpoint import read_checkpoint
 from trp.cli import main
 from trp.models import create_model
@@ -111,7 +113,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tiny_
         return loss * float("nan") if calls["n"] > 8 else loss  # epoch 1 has 6 steps
 
     monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"became nan.*epoch 1\) is kept.*--resume"):
+    with pytest.raises(TrainingDiverged, match=r"became non-finite.*epoch 1\) is kept.*--resume"):
         run_training(config)
     monkeypatch.setattr(loop.F, "cross_entropy", real)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -170,7 +172,7 @@ def test_bad_inputs_through_the_cli(tiny_folder, tmp_path, capsys):
         assert main(argv) == 2
         return capsys.readouterr().err
 
-    base = [f"data.root={json.dumps(str(tiny_folder))}", "data.dataset=imagefolder"]
+    base = [f"data.root={json.dumps(str(tiny_folder))}", "data.dataset=imagefolder", "data.batch_size=8"]
     assert "does not exist" in run("data.dataset=imagefolder", "data.root=/nonexistent/data")
     assert "unknown model 'resnet21'" in run(*base, "model.name=resnet21")
     assert "unknown dataset" in run("data.dataset=imagenet22k")
@@ -240,3 +242,35 @@ def test_replica_check_detects_disagreement(tmp_path):
     torch.multiprocessing.spawn(_replica_check_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         assert "replicas disagree" in (tmp_path / f"rank{rank}.txt").read_text()
+
+
+def test_resume_refuses_a_changed_config_or_a_finished_run(tiny_folder, tmp_path):
+    overrides = tiny_overrides(tiny_folder, tmp_path / "run", **{"optim.epochs": 2, "run.stop_after_epochs": 1})
+    with pytest.raises(RunInterrupted):
+        run_training(load_train_config(None, overrides))
+    changed = load_train_config(None, overrides + ["optim.epochs=3", "trp.period=3"])
+    with pytest.raises(ValueError, match=r"another config.*optim.epochs: 2 -> 3"):
+        run_training(changed, resume=True)
+    same = load_train_config(None, overrides + ["run.stop_after_epochs=0", "run.progress=false"])
+    run_training(same, resume=True)
+    with pytest.raises(ValueError, match="finished run"):
+        run_training(same, resume=True)
+
+
+def test_start_checkpoint_must_be_dense_and_batches_must_fit(tiny_folder, tmp_path):
+    low = tmp_path / "low.pt"
+    model = create_model("resnet20", num_classes=2)
+    report = trp.decompose_(model, trp.DecomposeConfig(criterion=trp.FixedRankCriterion(2)), torch.zeros(1, 3, 12, 12))
+    trp.save_checkpoint(low, model, report.plan)
+    with pytest.raises(ValueError, match="holds a decomposed model"):
+        run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "a", **{"model.checkpoint": str(low)})))
+    with pytest.raises(ValueError, match="larger than the 48 training images"):
+        run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "b", **{"data.batch_size": 500})))
+    assert not (tmp_path / "b").exists()
+
+
+def test_list_options_are_typed():
+    with pytest.raises(ValueError, match="list of numbers"):
+        load_train_config(None, ['optim.milestones=["a"]'])
+    with pytest.raises(ValueError, match="list of strings"):
+        load_train_config(None, ["decompose.exclude=[1]"])

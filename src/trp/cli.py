@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -439,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except RunInterrupted as stop:
-        print(f"trp {args.command}: {stop}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"trp {args.command}: {stop}", file=sys.stderr)
     except TrainingDiverged as error:
         print(f"trp {args.command}: training diverged: {error}", file=sys.stderr)
         return 3

@@ -13,7 +13,10 @@ Two mechanisms, each optional, act on the layers :func:`trp.decompose_` would fa
   each weight's gradient just before every ``nuclear_every``-th optimizer step.
 
 No SVD is computed that is not needed: a step right after a projection reuses the factors
-of the projection; matrices of one shape are decomposed in one batched call.
+of the projection; matrices of one shape are decomposed in one batched call. Frozen weights
+(``requires_grad=False``) are never touched. Non-finite weights (a diverged run) are left
+alone: the loss shows the divergence. The sub-gradient is added inside ``optimizer.step()``,
+so after any gradient clipping the loop does.
 
 Example, inside a plain loop::
 
@@ -110,6 +113,7 @@ class TRPHandle:
         self.steps = 0
         self.last_ranks: dict[str, int] = {}
         self._cache: dict[str, _CachedDirection] = {}
+        self._optimizer = optimizer
         self._hooks = [
             optimizer.register_step_pre_hook(self._before_step),
             optimizer.register_step_post_hook(self._after_step),
@@ -125,6 +129,7 @@ class TRPHandle:
             hook.remove()
         self._hooks = []
         self._cache.clear()
+        self._optimizer._trp_attached = False  # type: ignore[attr-defined]
 
     def state_dict(self) -> dict[str, Any]:
         """The step counter, and the factors of a projection not yet used by a nuclear step
@@ -195,13 +200,16 @@ class TRPHandle:
         """The rank the configured criterion would give each layer now (for rank dynamics)."""
         return _criterion_ranks(self.targets, self.config.decompose)
 
+    def _finite(self) -> bool:
+        return all(bool(target.weight.detach().isfinite().all()) for target in self.targets)
+
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self.config.nuclear and self.steps % self.config.nuclear_every == 0:
+        if self.config.nuclear and self.steps % self.config.nuclear_every == 0 and self._finite():
             self.add_nuclear_subgradient_()
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.steps += 1
-        if self.config.project and self.steps % self.config.period == 0:
+        if self.config.project and self.steps % self.config.period == 0 and self._finite():
             self.project_()
 
 
@@ -242,19 +250,25 @@ def attach_trp(
     filter_fn: FilterFn | None = None,
 ) -> TRPHandle:
     """Attach TRP to ``optimizer`` for the layers of ``model`` that ``config.decompose`` and
-    ``filter_fn`` select (exactly those :func:`trp.decompose_` would consider).
+    ``filter_fn`` select (exactly those :func:`trp.decompose_` would consider), except
+    frozen ones (``requires_grad=False``). One TRP per optimizer.
 
     Every targeted weight must be optimized by ``optimizer``. Works with DDP: pass the
     wrapped model's ``.module``; weights, gradients and therefore projections are identical
     on every rank.
 
     Raises:
-        ValueError: no layer is selected, or a targeted weight is not in the optimizer.
+        ValueError: no layer is selected, a targeted weight is not in the optimizer, or TRP
+            is already attached to it.
     """
     config = config if config is not None else TRPConfig()
-    targets = _targets(model, config.decompose, filter_fn)
+    targets = [target for target in _targets(model, config.decompose, filter_fn) if target.weight.requires_grad]
     if not targets:
-        raise ValueError("TRP found no conv or linear layer to act on: check include/exclude and filter_fn.")
+        raise ValueError(
+            "TRP found no trainable conv or linear layer to act on: check include/exclude, filter_fn and requires_grad."
+        )
+    if getattr(optimizer, "_trp_attached", False):
+        raise ValueError("TRP is already attached to this optimizer: remove() the first handle before attaching again.")
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     missing = [target.name for target in targets if id(target.weight) not in optimized]
     if missing:
@@ -262,4 +276,6 @@ def attach_trp(
             f"the optimizer does not update {len(missing)} targeted weight(s) (e.g. {missing[0]}): "
             "create the optimizer over model.parameters() before attaching TRP, or exclude those layers."
         )
-    return TRPHandle(targets, optimizer, config)
+    handle = TRPHandle(targets, optimizer, config)
+    optimizer._trp_attached = True  # type: ignore[attr-defined]
+    return handle

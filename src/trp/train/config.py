@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DecomposeConfig
+from ..data import list_datasets
+from ..models import get_model_spec
 from ..criteria import parse_criterion
 from ..rank_training import TRPConfig
 
@@ -142,6 +144,9 @@ class TrainConfig:
             raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {self.optim.schedule!r}.")
         if self.finetune.epochs < 0 or self.run.stop_after_epochs < 0 or self.data.crop_padding < 0:
             raise ValueError("finetune.epochs, run.stop_after_epochs and data.crop_padding must be >= 0.")
+        get_model_spec(self.model.name)
+        if self.data.dataset not in list_datasets():
+            raise ValueError(f"unknown dataset {self.data.dataset!r}; registered datasets: {', '.join(list_datasets())}.")
         self.decompose_config()
         if self.trp.enabled:
             self.trp_config()
@@ -205,6 +210,11 @@ def _set(section: Any, section_name: str, key: str, value: Any) -> None:
         raise ValueError(
             f"{section_name}.{key} must be a {type(current).__name__}, got {value!r} ({type(value).__name__})."
         )
+    if isinstance(current, list):
+        numeric = bool(current) and all(isinstance(item, (int, float)) for item in current)
+        wanted = (int, float) if numeric else str
+        if not all(isinstance(item, wanted) and not isinstance(item, bool) for item in value):
+            raise ValueError(f"{section_name}.{key} must be a list of {'numbers' if numeric else 'strings'}, got {value!r}.")
     setattr(section, key, value)
 
 

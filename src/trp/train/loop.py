@@ -22,8 +22,16 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def _weights_finite(model: nn.Module) -> bool:
+    """All parameters finite (one fused reduction, checked after every step: a step or a TRP
+    projection can leave non-finite weights behind a finite loss)."""
+    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+
+
 @dataclass
 class EpochStats:
+    """``lr``: the learning rate of the epoch's last step."""
+
     loss: float
     accuracy: float
     images_per_second: float
@@ -79,34 +87,39 @@ def train_epoch(
     model.train()
     bar = _progress(len(loader), description, progress and runtime.is_main)
     loss_sum = correct = seen = 0.0
+    lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    for step, (images, labels) in enumerate(loader):
-        if augment_generator is not None:
-            images = augment_crop_flip(images, crop_padding, augment_generator)
-        x, y = batches.prepare(images), labels.to(batches.device, non_blocking=True)
-        with batches.autocast():
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-        if not math.isfinite(loss.item()):
+    try:
+        for step, (images, labels) in enumerate(loader):
+            if augment_generator is not None:
+                images = augment_crop_flip(images, crop_padding, augment_generator)
+            x, y = batches.prepare(images), labels.to(batches.device, non_blocking=True)
+            with batches.autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            value = loss.item()
+            if runtime.any_rank(not math.isfinite(value)):  # every rank stops together
+                raise TrainingDiverged(f"the loss became non-finite ({value} on rank {runtime.rank}) at step {step + 1} of {description}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            if runtime.any_rank(not _weights_finite(model)):
+                raise TrainingDiverged(f"the weights became non-finite at step {step + 1} of {description}")
+            loss_sum += value * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
             if bar is not None:
-                bar.close()
-            raise TrainingDiverged(f"the loss became {loss.item()} at step {step + 1} of {description}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                    lr=f"{lr:.2e}", img_s=f"{seen * runtime.world_size / elapsed:.0f}",
+                )
+                bar.update()
+    finally:
         if bar is not None:
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{seen * runtime.world_size / elapsed:.0f}",
-            )
-            bar.update()
-    if bar is not None:
-        bar.close()
+            bar.close()
     seconds = time.perf_counter() - start
     loss_sum, correct, seen = runtime.all_reduce_sum([loss_sum, correct, seen])
     return EpochStats(
@@ -114,7 +127,7 @@ def train_epoch(
         accuracy=correct / max(seen, 1),
         images_per_second=seen / max(seconds, 1e-9),
         seconds=seconds,
-        lr=optimizer.param_groups[0]["lr"],
+        lr=lr,
     )
 
 

@@ -51,6 +51,11 @@ def run_quickstart(out_dir: str | Path, epochs: int = 30, device: str = "auto", 
         label = method_label(config)
         if (run_dir / "summary.json").exists():
             summaries[label] = json.loads((run_dir / "summary.json").read_text())
+            if summaries[label]["epochs"] != epochs:
+                raise ValueError(
+                    f"{run_dir} holds a finished {summaries[label]['epochs']}-epoch run, not {epochs} epochs: "
+                    "pass the same --epochs to reuse it, or another --out."
+                )
             print(f"{label}: reusing the finished run in {run_dir}")
         else:
             summaries[label] = run_training(config, resume=(run_dir / "last.pt").exists())
@@ -77,8 +82,12 @@ def _sweep(config: TrainConfig, run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _table(summaries: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> str:
-    rows = [f"{'method':<10} {'dense acc':>9} | " + " | ".join(f"e={e:<5}" + " " * 9 for e in SWEEP_ENERGIES)]
+    rows = [f"{'method':<10} {'dense acc':>9} | " + " | ".join(f"{'e=' + str(e):<13}" for e in SWEEP_ENERGIES)]
     for label, points in curves.items():
         cells = " | ".join(f"{100 * p['accuracy']:5.1f}% {p['conv_speedup']:5.2f}x" for p in points)
         rows.append(f"{label:<10} {100 * summaries[label]['dense']['accuracy']:>8.2f}% | {cells}")
-    return "\n".join(rows) + "\n(each cell: accuracy of the decomposed net with no fine-tuning, conv-MAC speed-up)"
+    epochs = next(iter(summaries.values()))["epochs"]
+    return "\n".join(rows) + (
+        f"\n(ResNet-20 trained {epochs} epochs; each cell: accuracy of the decomposed net with no fine-tuning, "
+        "conv-MAC speed-up)"
+    )

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_decomposed, save_checkpoint
+from ..checkpoint import load_decomposed, read_checkpoint, save_checkpoint
 from ..counting import count_macs
 from ..data import ImageDataset, TensorLoader, load_dataset
 from ..models import create_model
@@ -35,6 +35,13 @@ from .schedule import lr_factor_fn
 from .state import restore_training_state, save_training_state
 
 __all__ = ["run_training", "method_label", "RunInterrupted"]
+
+
+# Options that may differ between a run and its resumption; any other change is refused.
+RESUME_CHANGEABLE = (
+    "run.progress", "run.stop_after_epochs", "run.device", "run.out_dir", "data.root", "data.download",
+    "data.eval_batch_size",
+)
 
 
 class RunInterrupted(Exception):
@@ -71,6 +78,11 @@ def _model_kwargs(config: TrainConfig, dataset: ImageDataset) -> dict[str, int]:
 def _build_model(config: TrainConfig, dataset: ImageDataset, runtime: Runtime) -> nn.Module:
     model = create_model(config.model.name, **_model_kwargs(config, dataset))
     if config.model.checkpoint:
+        if read_checkpoint(config.model.checkpoint).plan is not None:
+            raise ValueError(
+                f"model.checkpoint {config.model.checkpoint} holds a decomposed model (it has a rank plan); "
+                "trp train trains dense models: start from the dense checkpoint (e.g. dense.pt of a run)."
+            )
         load_decomposed(config.model.checkpoint, model)
     model = model.to(runtime.device)
     return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
@@ -94,11 +106,16 @@ class _Run:
             self.dataset.mean, self.dataset.std, runtime.device, config.run.channels_last, config.run.bf16
         )
         self.shuffle = torch.Generator().manual_seed(config.run.seed)
-        self.augment = torch.Generator(device=runtime.device).manual_seed(config.run.seed + 1000 + runtime.rank)
+        self.augment = torch.Generator(device=runtime.device)
         self.loader = TensorLoader(
             self.dataset.train, config.data.batch_size, shuffle=True, drop_last=True, generator=self.shuffle,
             rank=runtime.rank, world_size=runtime.world_size,
         )
+        if len(self.loader) == 0:
+            raise ValueError(
+                f"data.batch_size {config.data.batch_size} is larger than the {self.loader.samples_per_rank} training "
+                f"images each process gets: lower data.batch_size."
+            )
         self.example = torch.zeros(1, *self.dataset.input_size, device=runtime.device)
 
     def log(self, message: str) -> None:
@@ -117,15 +134,17 @@ class _Run:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         epochs: range,
+        total_epochs: int,
         phase: str,
         after_epoch,
     ) -> None:
         """Train ``model`` (maybe DDP-wrapped) over ``epochs``; ``after_epoch(epoch, record)``
         saves and logs."""
-        total = epochs.stop
         for epoch in epochs:
             self.loader.set_epoch(epoch)
-            description = f"{phase} epoch {epoch + 1}/{total}"
+            # Augmentation is reseeded from (seed, rank, epoch), so every rank resumes exactly.
+            self.augment.manual_seed(self.config.run.seed + 1000 + 7919 * self.runtime.rank + epoch)
+            description = f"{phase} epoch {epoch + 1}/{total_epochs}"
             generator = self.augment if self.config.data.augment else None
             stats = train_epoch(
                 model, self.loader, optimizer, scheduler, self.batches, self.runtime, generator,
@@ -168,18 +187,20 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         )
     if resume and not state_path.exists():
         raise ValueError(f"--resume: {state_path} does not exist, so there is nothing to resume; drop --resume.")
+    if resume and (run.out / "summary.json").exists():
+        raise ValueError(f"{run.out} holds a finished run (summary.json): there is nothing to resume; choose another run.out_dir.")
     torch.manual_seed(config.run.seed)
     model = _build_model(config, run.dataset, runtime)
     optimizer = _optimizer(model, config.optim.lr, config.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(config.optim, len(run.loader)))
     handle: TRPHandle | None = attach_trp(model, optimizer, config.trp_config()) if config.trp.enabled else None
-    generators = {"shuffle": run.shuffle, "augment": run.augment}
+    generators = {"shuffle": run.shuffle}
     wrapped = run.wrap(model)  # before restoring: wrapping broadcasts (rewrites) the weights
     completed, elapsed = 0, 0.0
     if resume:
         completed, elapsed = restore_training_state(
             state_path, model=model, optimizer=optimizer, scheduler=scheduler, trp_handle=handle,
-            generators=generators, model_name=config.model.name,
+            generators=generators, config=config.to_dict(), changeable=RESUME_CHANGEABLE,
         )
         if runtime.is_main:
             _truncate_metrics(metrics_path, completed)
@@ -201,10 +222,13 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
             _append_metrics(metrics_path, record)
 
     try:
-        run.epochs(wrapped, optimizer, scheduler, range(completed, last), "train", after_epoch)
+        run.epochs(wrapped, optimizer, scheduler, range(completed, last), config.optim.epochs, "train", after_epoch)
     except TrainingDiverged as error:
-        kept = f"the last good state (epoch {_saved_epoch(metrics_path)}) is kept in {state_path}" if state_path.exists() else "no epoch had completed"
-        raise TrainingDiverged(f"{error}; {kept}. Lower optim.lr or trp.nuclear_weight, then --resume.") from None
+        if state_path.exists():
+            advice = f"the last good state (epoch {_saved_epoch(metrics_path)}) is kept in {state_path}; lower optim.lr or trp.nuclear_weight in the config and start a new run from it, or --resume to retry"
+        else:
+            advice = "no epoch had completed, so nothing was saved; lower optim.lr or trp.nuclear_weight and start again"
+        raise TrainingDiverged(f"{error}; {advice}.") from None
     if last < config.optim.epochs:
         raise RunInterrupted(f"stopped after epoch {last} of {config.optim.epochs} (run.stop_after_epochs); continue with --resume.")
     if handle is not None:
@@ -244,7 +268,11 @@ def _finetune(run: _Run, model: nn.Module) -> nn.Module:
     section.epochs, section.schedule, section.warmup_epochs = config.finetune.epochs, "cosine", 0.0
     optimizer = _optimizer(model, config.finetune.lr, section)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(section, len(run.loader)))
-    run.epochs(run.wrap(model), optimizer, scheduler, range(0, section.epochs), "finetune", lambda *args: None)
+    def log_epoch(epoch: int, record: dict[str, Any], seconds: float) -> None:
+        if run.runtime.is_main:
+            _append_metrics(run.out / "metrics.jsonl", record)
+
+    run.epochs(run.wrap(model), optimizer, scheduler, range(0, section.epochs), section.epochs, "finetune", log_epoch)
     return model
 
 
@@ -305,9 +333,9 @@ def run_training(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     config.validate()
     runtime = start_runtime(config.run.device)
     try:
+        run = _Run(config, runtime)  # loads the data first: a bad path leaves no empty run directory
         if runtime.is_main:
-            Path(config.run.out_dir).mkdir(parents=True, exist_ok=True)
-        run = _Run(config, runtime)
+            run.out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         model, elapsed = _train(run, resume)
         run.log(f"training took {time.perf_counter() - start:.0f} s in this invocation")

@@ -39,6 +39,14 @@ class Runtime:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def any_rank(self, flag: bool) -> bool:
+        """``True`` on every rank if ``flag`` is ``True`` on any (so all ranks stop together)."""
+        if not self.distributed:
+            return flag
+        tensor = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -62,21 +62,29 @@ def restore_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     trp_handle: TRPHandle | None,
     generators: dict[str, torch.Generator],
-    model_name: str,
+    config: dict[str, Any],
+    changeable: tuple[str, ...] = (),
 ) -> tuple[int, float]:
     """Restore in place; returns ``(epochs completed, training seconds so far)``.
 
     Raises:
-        CheckpointError: not a training state, or saved from another model.
+        CheckpointError: not a training state, or saved with another config (other than the
+            ``section.key`` options in ``changeable``).
     """
     state = torch_load_weights(path)
     if not (isinstance(state, dict) and state.get("format") == FORMAT and state.get("version") == VERSION):
         raise CheckpointError(f"{path} is not a trp training state (version {VERSION}); cannot resume from it.")
-    saved_model = json.loads(state["config"])["model"]["name"]
-    if saved_model != model_name:
+    saved = json.loads(state["config"])
+    differences = [
+        f"{section}.{key}: {value!r} -> {config[section][key]!r}"
+        for section, values in saved.items()
+        for key, value in values.items()
+        if f"{section}.{key}" not in changeable and config.get(section, {}).get(key) != value
+    ]
+    if differences:
         raise CheckpointError(
-            f"{path} was saved while training {saved_model}, not {model_name}: resume with the same "
-            "config, or choose another run.out_dir."
+            f"{path} was saved with another config, so resuming would not continue the same run "
+            f"({'; '.join(differences[:4])}): resume with the original config, or start a new run.out_dir."
         )
     load_state_dict_(model, state["model"], source=str(path))
     optimizer.load_state_dict(state["optimizer"])
