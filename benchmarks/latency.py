@@ -25,6 +25,7 @@ import torch
 import trp
 from trp.fold import fold_batchnorm_
 from trp.latency import compare_latency
+from trp.measured import best_ms
 from trp.target import criterion_for_speedup
 
 HERE = Path(__file__).parent
@@ -44,14 +45,28 @@ def measure(model_name: str, batches: tuple[int, ...], scheme: str, target: floa
     found = criterion_for_speedup(dense, config, example, target, family="fraction")
     decomposed = copy.deepcopy(dense)
     report = trp.decompose_(decomposed, dataclasses.replace(config, criterion=found.criterion), example)
+    slower = slower_layers(dense, decomposed, [layer.name for layer in report.decomposed], example)
     fold_batchnorm_(dense)
     fold_batchnorm_(decomposed)
-    print(f"{model_name} {scheme} target {target}x: fraction {found.criterion.fraction:.3f}, conv-MAC speed-up {report.conv_speedup:.2f}x")
+    print(f"{model_name} {scheme} target {target}x: fraction {found.criterion.fraction:.3f}, conv-MAC speed-up "
+          f"{report.conv_speedup:.2f}x; {len(slower)} of {len(report.decomposed)} factorized layers slower alone (eager, batch 1)")
     rows = compare_latency(dense, decomposed, spec.input_size, batches=batches, threads=args.threads,
                            warmup=args.warmup, repeats=args.repeats)
     return [
-        {"model": model_name, "scheme": scheme, "target": target, "fraction": found.criterion.fraction, **row.to_dict()}
+        {"model": model_name, "scheme": scheme, "target": target, "fraction": found.criterion.fraction,
+         "layers_factorized": len(report.decomposed), "layers_slower_eager_batch1": slower, **row.to_dict()}
         for row in rows
+    ]
+
+
+def slower_layers(dense: torch.nn.Module, decomposed: torch.nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
+    """Factorized layers that are not faster than their dense layer on their own input (PyTorch
+    eager, batch 1, fastest of 15 runs: the measured mode's test)."""
+    shapes = {layer.name: layer.input_shapes for layer in trp.count_macs(dense, example).layers}
+    return [
+        name for name in names
+        if sum(best_ms(decomposed.get_submodule(name), s, 3, 15) for s in shapes[name])
+        >= sum(best_ms(dense.get_submodule(name), s, 3, 15) for s in shapes[name])
     ]
 
 
@@ -74,7 +89,17 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"{r['efficiency']:.2f} |"
         )
     met = sum(r["efficiency"] >= 0.8 for r in rows)
-    lines += ["", f"Rows at or above the 0.8 target: {met} of {len(rows)}.", END]
+    lines += ["", f"Rows at or above the 0.8 target: {met} of {len(rows)}.", "",
+              "Factorized layers that are not faster than their dense layer when timed alone (eager, batch 1):", ""]
+    seen = set()
+    for r in rows:
+        key = (r["model"], r["scheme"], r["target"])
+        if key not in seen:
+            seen.add(key)
+            names = ", ".join(r["layers_slower_eager_batch1"]) or "none"
+            lines.append(f"- {r['model']} {r['scheme']} {r['target']:.0f}x: {len(r['layers_slower_eager_batch1'])} of "
+                         f"{r['layers_factorized']} ({names})")
+    lines.append(END)
     return "\n".join(lines)
 
 

@@ -170,7 +170,7 @@ def test_measured_mode_keeps_slower_layers_dense(monkeypatch):
         factorized = isinstance(module, trp.layers.FactorizedLayer)
         return 0.5 if factorized and module.rank % 2 == 0 else 1.0  # pairs of even rank "faster"
 
-    monkeypatch.setattr(measured, "_best_ms", fake)
+    monkeypatch.setattr(measured, "best_ms", fake)
     model = trp.models.create_model("resnet20")
     report = measured.decompose_measured_(model, trp.DecomposeConfig(criterion=trp.FixedRankCriterion(5)), torch.zeros(1, 3, 32, 32))
     slower = [layer for layer in report.layers if layer.reason.startswith("measured slower")]

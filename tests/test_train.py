@@ -274,3 +274,18 @@ def test_list_options_are_typed():
         load_train_config(None, ['optim.milestones=["a"]'])
     with pytest.raises(ValueError, match="list of strings"):
         load_train_config(None, ["decompose.exclude=[1]"])
+
+
+def test_streamed_imagefolder_matches_memory_and_trains(tiny_folder, tmp_path):
+    from trp.data import load_dataset
+
+    memory = load_dataset("imagefolder", tiny_folder, image_size=12)
+    streamed = load_dataset("imagefolder", tiny_folder, image_size=12, stream=True)
+    index = torch.tensor([0, 5, 47])
+    assert torch.equal(streamed.train.images[index], memory.train.images[index])
+    assert streamed.mean == pytest.approx(memory.mean) and streamed.input_size == memory.input_size
+    overrides = tiny_overrides(tiny_folder, tmp_path / "s", **{"optim.epochs": 1}) + ["data.options={ image_size = 12, stream = true }"]
+    summary = run_training(load_train_config(None, overrides))
+    assert 0.0 <= summary["decomposed"]["accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="needs image_size"):
+        load_dataset("imagefolder", tiny_folder, stream=True)

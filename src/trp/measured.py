@@ -21,10 +21,10 @@ from .latency import time_callable
 from .report import DecompositionReport
 from .surgery import FilterFn, decompose_
 
-__all__ = ["decompose_measured_"]
+__all__ = ["decompose_measured_", "best_ms"]
 
 
-def _best_ms(module: nn.Module, shape: tuple[int, ...], warmup: int, repeats: int) -> float:
+def best_ms(module: nn.Module, shape: tuple[int, ...], warmup: int, repeats: int) -> float:
     example = torch.randn(shape, dtype=next(module.parameters()).dtype)
     module = module.eval()
 
@@ -52,8 +52,8 @@ def decompose_measured_(
     shapes = {layer.name: layer.input_shapes for layer in count_macs(model, example_input).layers}
     slower: dict[str, str] = {}
     for layer in trial_report.decomposed:
-        dense_ms = sum(_best_ms(model.get_submodule(layer.name), s, warmup, repeats) for s in shapes[layer.name])
-        pair_ms = sum(_best_ms(trial.get_submodule(layer.name), s, warmup, repeats) for s in shapes[layer.name])
+        dense_ms = sum(best_ms(model.get_submodule(layer.name), s, warmup, repeats) for s in shapes[layer.name])
+        pair_ms = sum(best_ms(trial.get_submodule(layer.name), s, warmup, repeats) for s in shapes[layer.name])
         if pair_ms >= dense_ms:
             slower[layer.name] = f"measured slower factorized: {pair_ms:.3f} ms vs {dense_ms:.3f} ms dense (eager)"
 

@@ -29,11 +29,13 @@ class ImageSplit:
                 f"images must be an (N, C, H, W) uint8 tensor, got {self.images.dtype} "
                 f"of shape {tuple(self.images.shape)}; convert with images.to(torch.uint8)."
             )
-        if self.labels.shape != (len(self.images),) or self.labels.dtype != torch.int64:
+        if self.labels.dim() != 1 or self.labels.dtype != torch.int64:
             raise ValueError(
                 f"labels must be an ({len(self.images)},) int64 tensor matching the images, got "
                 f"{self.labels.dtype} of shape {tuple(self.labels.shape)}."
             )
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels.")
         if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
             raise ValueError(
                 f"labels range over [{int(self.labels.min())}, {int(self.labels.max())}] but there are "

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .dataset import ImageDataset, ImageSplit
+from .dataset import ImageDataset, ImageSplit, channel_stats
 from .paths import require_root
 from .registry import register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "load_imagefolder"]
+__all__ = ["IMAGE_EXTENSIONS", "LazyImages", "load_imagefolder"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"})
 _LAYOUT = "expected layout: root/train/<class>/*.jpg and root/val/<class>/*.jpg (or root/test/<class>/*.jpg)"
@@ -31,6 +31,7 @@ def load_imagefolder(
     image_size: int | tuple[int, int] | None = None,
     max_bytes: int = 8 << 30,
     workers: int | None = None,
+    stream: bool = False,
 ) -> ImageDataset:
     """Decode ``root/train`` and ``root/val`` (else ``root/test``) into RGB uint8 splits.
 
@@ -43,6 +44,9 @@ def load_imagefolder(
         max_bytes: refuse datasets whose decoded images would take more bytes than this.
         workers: decoding processes (default: the CPU count); small folders decode in-process.
             Pillow spends most of a small JPEG's time in Python, so threads would not help.
+        stream: do not decode up front: each batch is decoded when it is indexed (for folders
+            too large for memory, such as ImageNet; needs ``image_size``). The normalization
+            statistics then come from an evenly spaced sample of 2,000 training images.
     """
     root = require_root(root, "imagefolder", _LAYOUT + ".")
     train_dir = root / "train"
@@ -54,18 +58,56 @@ def load_imagefolder(
     train_files, train_labels = _scan(train_dir, classes)
     test_files, test_labels = _scan(test_dir, classes)
     height, width = _target_size(image_size, train_files[0])
+    processes = workers or os.cpu_count() or 1
+    resize = image_size is not None
+    if stream:
+        if not resize:
+            raise ValueError("imagefolder with stream=True needs image_size=... (one size for every batch).")
+        train_images = LazyImages(train_files, height, width, processes)
+        sample = torch.linspace(0, len(train_files) - 1, min(len(train_files), 2000)).long()
+        mean, std = channel_stats(train_images[sample])
+        train = ImageSplit(train_images, train_labels, classes)  # type: ignore[arg-type]
+        test = ImageSplit(LazyImages(test_files, height, width, processes), test_labels, classes)  # type: ignore[arg-type]
+        return ImageDataset("imagefolder", train, test, mean, std)
     needed = (len(train_files) + len(test_files)) * 3 * height * width
     if needed > max_bytes:
         raise ValueError(
             f"dataset 'imagefolder' at {root} would take {needed / 2**30:.2f} GiB decoded "
             f"({len(train_files) + len(test_files)} images of 3x{height}x{width}), above max_bytes={max_bytes} "
-            f"({max_bytes / 2**30:.2f} GiB); pass a smaller image_size=... or a larger max_bytes=...."
+            f"({max_bytes / 2**30:.2f} GiB); pass a smaller image_size=..., a larger max_bytes=..., "
+            "or stream=True to decode batch by batch."
         )
-    processes = workers or os.cpu_count() or 1
-    resize = image_size is not None
     train = ImageSplit(_decode_all(train_files, height, width, resize, processes), train_labels, classes)
     test = ImageSplit(_decode_all(test_files, height, width, resize, processes), test_labels, classes)
     return ImageDataset.from_splits("imagefolder", train, test)
+
+
+class LazyImages:
+    """``(N, 3, H, W)`` uint8 images decoded only when indexed: ``images[index_tensor]``
+    decodes those files (in ``processes`` forked workers) into a tensor. Quacks like the
+    tensor an :class:`ImageSplit` holds for ``len``, ``shape``, ``dtype``, ``dim()`` and
+    integer-tensor indexing, which is all the loader and the evaluation use."""
+
+    dtype = torch.uint8
+
+    def __init__(self, files: list[str], height: int, width: int, processes: int) -> None:
+        self.files, self.height, self.width, self.processes = files, height, width, processes
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), 3, self.height, self.width))
+
+    def dim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        if not isinstance(index, torch.Tensor) or index.dim() != 1:
+            raise TypeError("streamed images are indexed by a 1-D tensor of indices (a batch).")
+        files = [self.files[i] for i in index.tolist()]
+        return _decode_all(files, self.height, self.width, True, self.processes)
 
 
 def _class_dirs(split_dir: Path) -> list[Path]:

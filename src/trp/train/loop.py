@@ -137,15 +137,16 @@ def evaluate(model: nn.Module, split: ImageSplit, batches: Batches, runtime: Run
     takes every ``world_size``-th image and the sums are all-reduced (no image counted twice)."""
     was_training = model.training
     model.eval()
-    images, labels = split.images[runtime.rank :: runtime.world_size], split.labels[runtime.rank :: runtime.world_size]
+    indices = torch.arange(runtime.rank, len(split), runtime.world_size)
     loss_sum = correct = 0.0
-    for first in range(0, len(labels), batch_size):
-        x = batches.prepare(images[first : first + batch_size])
-        y = labels[first : first + batch_size].to(batches.device)
+    for first in range(0, len(indices), batch_size):
+        batch = indices[first : first + batch_size]
+        x = batches.prepare(split.images[batch])  # index tensors also work for streamed images
+        y = split.labels[batch].to(batches.device)
         with batches.autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     model.train(was_training)
-    loss_sum, correct, seen = runtime.all_reduce_sum([loss_sum, correct, float(len(labels))])
+    loss_sum, correct, seen = runtime.all_reduce_sum([loss_sum, correct, float(len(indices))])
     return loss_sum / max(seen, 1), correct / max(seen, 1)
