@@ -282,6 +282,24 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
     run_quickstart(args.out, epochs=args.epochs, device=args.device, progress=not args.no_progress)
 
 
+def _add_decompose_arguments(parser: argparse.ArgumentParser) -> None:
+    """The layer-selection and scheme options of DecomposeConfig (rank criterion aside)."""
+    parser.add_argument("--scheme", choices=SCHEMES, default="channel",
+                        help="channel (TRP1: kxk conv to rank r, then 1x1) or spatial (TRP2: kx1 then 1xk); "
+                        "default: channel")
+    parser.add_argument("--rank-multiple", type=int, default=1, metavar="N",
+                        help="round ranks up to a multiple of N (e.g. 8); default: 1")
+    parser.add_argument("--include", action="append", default=[], metavar="REGEX",
+                        help="only layers whose full name matches (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                        help="leave layers whose full name matches dense (repeatable)")
+    parser.add_argument("--no-linear", action="store_true", help="leave nn.Linear layers dense")
+    parser.add_argument("--grouped", choices=("per_group", "skip"), default="per_group",
+                        help="grouped convs: factorize per group, or leave dense; default: per_group")
+    parser.add_argument("--keep-unprofitable", action="store_true",
+                        help="also factorize layers whose factorized form costs more MACs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trp",
@@ -297,23 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
         "its rank plan.",
     )
     _add_model_arguments(decompose)
-    decompose.add_argument("--scheme", choices=SCHEMES, default="channel",
-                           help="channel (TRP1: kxk conv to rank r, then 1x1) or spatial (TRP2: kx1 then 1xk); "
-                           "default: channel")
+    _add_decompose_arguments(decompose)
     decompose.add_argument("--criterion", default="energy:0.02",
                            help="rank criterion KIND:VALUE: energy:E (prune fraction E of the singular-value "
                            "energy), value:V (drop singular values < V), rank:R, fraction:F; default: energy:0.02")
-    decompose.add_argument("--rank-multiple", type=int, default=1, metavar="N",
-                           help="round ranks up to a multiple of N (e.g. 8); default: 1")
-    decompose.add_argument("--include", action="append", default=[], metavar="REGEX",
-                           help="only layers whose full name matches (repeatable)")
-    decompose.add_argument("--exclude", action="append", default=[], metavar="REGEX",
-                           help="leave layers whose full name matches dense (repeatable)")
-    decompose.add_argument("--no-linear", action="store_true", help="leave nn.Linear layers dense")
-    decompose.add_argument("--grouped", choices=("per_group", "skip"), default="per_group",
-                           help="grouped convs: factorize per group, or leave dense; default: per_group")
-    decompose.add_argument("--keep-unprofitable", action="store_true",
-                           help="also factorize layers whose factorized form costs more MACs")
     decompose.add_argument("--target-speedup", type=float, metavar="X",
                            help="instead of --criterion's value: find the criterion that gives X-fold fewer conv MACs")
     decompose.add_argument("--target-family", choices=FAMILIES, default="energy",
@@ -384,13 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="dataset option (repeatable)")
     sweep.add_argument("--criteria", nargs="+", default=["energy:0.005", "energy:0.01", "energy:0.02", "energy:0.05", "energy:0.1"],
                        help="criteria to sweep (default: energy 0.005 to 0.1)")
-    sweep.add_argument("--scheme", choices=SCHEMES, default="channel", help="default: channel")
-    sweep.add_argument("--rank-multiple", type=int, default=1, metavar="N")
-    sweep.add_argument("--include", action="append", default=[], metavar="REGEX")
-    sweep.add_argument("--exclude", action="append", default=[], metavar="REGEX")
-    sweep.add_argument("--no-linear", action="store_true", help="leave nn.Linear layers dense")
-    sweep.add_argument("--grouped", choices=("per_group", "skip"), default="per_group")
-    sweep.add_argument("--keep-unprofitable", action="store_true")
+    _add_decompose_arguments(sweep)
     sweep.add_argument("--spectrum-layers", nargs="+", default=[], metavar="NAME", help="layers for spectra.png")
     sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory (default runs/sweep)")
     sweep.set_defaults(run=_cmd_sweep)
