@@ -75,7 +75,8 @@ def _runner(runtime: str, model: nn.Module, example: torch.Tensor, threads: int,
 
         return run_eager
     path = workdir / f"{tag}.onnx"
-    export_onnx(model, example, path)
+    if not path.exists():  # one export per model: its batch axis is dynamic
+        export_onnx(model, example, path)
     session = ort_session(path, threads)
     feed = {session.get_inputs()[0].name: example.numpy()}
     return lambda: session.run(None, feed)
@@ -114,8 +115,8 @@ def compare_latency(
                 for batch in batches:
                     example = torch.randn(batch, *input_size)
                     log(f"timing {runtime}, batch {batch}, {threads} thread(s): {warmup} warm-up + {repeats} runs each ...")
-                    dense_run = _runner(runtime, dense, example, threads, Path(workdir), f"dense{batch}")
-                    low_run = _runner(runtime, decomposed, example, threads, Path(workdir), f"low{batch}")
+                    dense_run = _runner(runtime, dense, example, threads, Path(workdir), "dense")
+                    low_run = _runner(runtime, decomposed, example, threads, Path(workdir), "decomposed")
                     halves = [
                         (time_callable(dense_run, warmup, repeats // 2), time_callable(low_run, warmup, repeats // 2))
                         for _ in range(2)

@@ -8,7 +8,6 @@ than an accuracy budget; check the accuracy of the result afterwards.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -124,7 +123,3 @@ def criterion_for_speedup(
             break
     return TargetResult(_criterion(family, strong), speedup(strong), target_speedup, iterations)
 
-
-def with_target(config: DecomposeConfig, result: TargetResult) -> DecomposeConfig:
-    """``config`` with the criterion the target search found."""
-    return dataclasses.replace(config, criterion=result.criterion)

@@ -172,9 +172,9 @@ def _truncate_metrics(path: Path, completed_epochs: int) -> None:
     """Drop lines of epochs that the resumed state does not contain."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["phase"] == "train" and json.loads(line)["epoch"] <= completed_epochs]
-    path.write_text("".join(line + "\n" for line in kept))
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [record for record in records if record["phase"] == "train" and record["epoch"] <= completed_epochs]
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
