@@ -1,0 +1,120 @@
+"""Pieces shared by the ``trp`` commands: model loading, argument groups, checks."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..checkpoint import load_state_dict_, read_checkpoint
+from ..config import DecomposeConfig
+from ..criteria import parse_criterion
+from ..lowrank import SCHEMES
+from ..models import create_model, get_model_spec, list_models
+from ..plan import RankPlan
+from ..surgery import apply_plan_
+
+__all__ = ["CliError", "LoadedModel", "add_model_arguments", "add_decompose_arguments", "check_writable", "load_model", "decompose_config"]
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    entry: dict[str, Any]
+    plan: RankPlan
+    input_size: tuple[int, ...]
+    trained: bool
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help=f"registered architecture ({', '.join(list_models())}); "
+                       "optional when --checkpoint is a trp checkpoint, which names its model")
+    group.add_argument("--checkpoint", type=Path, help="weights: a trp checkpoint or a plain state dict "
+                       "(torch.save(model.state_dict(), path)); without it the weights are random")
+    group.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own)")
+    group.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                       help="input size for MAC counts (default: the model's own, e.g. 3 32 32)")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    if args.input_size is not None and min(args.input_size) < 1:
+        raise CliError(f"--input-size must be three positive numbers C H W, got {' '.join(map(str, args.input_size))}.")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise CliError(f"--num-classes must be >= 1, got {args.num_classes}.")
+
+
+def check_writable(path: Path | None, option: str) -> None:
+    if path is None:
+        return
+    if path.is_dir():
+        raise CliError(f"{option} {path} is a directory; give a file name, e.g. {path / 'model.pt'}.")
+    if not path.parent.is_dir():
+        raise CliError(f"cannot write {path}: directory {path.parent} does not exist.")
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    check_model_arguments(args)
+    checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    entry: dict[str, Any] = dict(checkpoint.model) if checkpoint and checkpoint.model else {}
+    if args.model:
+        if entry and entry.get("name") != args.model:
+            raise CliError(
+                f"--model {args.model} does not match the checkpoint, which holds a {entry.get('name')}; "
+                "drop --model or pass the right checkpoint."
+            )
+        entry.setdefault("name", args.model)
+    if "name" not in entry:
+        raise CliError("name the architecture with --model (e.g. --model resnet20): the checkpoint does not say.")
+    kwargs = dict(entry.get("kwargs", {}))
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    entry["kwargs"] = kwargs
+    spec = get_model_spec(entry["name"])
+    model = create_model(entry["name"], **kwargs)
+    plan = RankPlan()
+    if checkpoint is not None:
+        if checkpoint.plan is not None:
+            apply_plan_(model, checkpoint.plan)
+            plan = checkpoint.plan
+        load_state_dict_(model, checkpoint.state_dict, source=str(args.checkpoint))
+    input_size = tuple(args.input_size) if args.input_size else spec.input_size
+    return LoadedModel(model.eval(), entry, plan, input_size, trained=checkpoint is not None)
+
+
+def decompose_config(args: argparse.Namespace) -> DecomposeConfig:
+    return DecomposeConfig(
+        scheme=args.scheme,
+        criterion=parse_criterion(args.criterion),
+        rank_multiple=args.rank_multiple,
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        decompose_linear=not args.no_linear,
+        grouped=args.grouped,
+        keep_unprofitable=args.keep_unprofitable,
+    )
+
+
+def add_decompose_arguments(parser: argparse.ArgumentParser) -> None:
+    """The layer-selection and scheme options of DecomposeConfig (rank criterion aside)."""
+    parser.add_argument("--scheme", choices=SCHEMES, default="channel",
+                        help="channel (TRP1: kxk conv to rank r, then 1x1) or spatial (TRP2: kx1 then 1xk); "
+                        "default: channel")
+    parser.add_argument("--rank-multiple", type=int, default=1, metavar="N",
+                        help="round ranks up to a multiple of N (e.g. 8); default: 1")
+    parser.add_argument("--include", action="append", default=[], metavar="REGEX",
+                        help="only layers whose full name matches (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                        help="leave layers whose full name matches dense (repeatable)")
+    parser.add_argument("--no-linear", action="store_true", help="leave nn.Linear layers dense")
+    parser.add_argument("--grouped", choices=("per_group", "skip"), default="per_group",
+                        help="grouped convs: factorize per group, or leave dense; default: per_group")
+    parser.add_argument("--keep-unprofitable", action="store_true",
+                        help="also factorize layers whose factorized form costs more MACs")
