@@ -76,8 +76,9 @@ def train_method(method: str, data_root: Path, work: Path) -> dict:
         summary = run_training(config, resume=(run_dir / "last.pt").exists())
     target = RESULTS / method
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "metrics.jsonl"):
-        shutil.copyfile(run_dir / name, target / name)
+    for name in ("summary.json", "metrics.jsonl", "projections.jsonl"):
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, target / name)
     return summary
 
 

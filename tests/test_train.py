@@ -65,6 +65,9 @@ def test_cli_train_decompose_evaluate(tiny_folder, tmp_path, capsys):
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert set(metrics[0]["ranks"]) >= {"layer1.0.conv1", "layer3.2.conv2"}
     assert metrics[-1]["trp_steps"] == 2 * (48 // 8)
+    projections = [json.loads(line) for line in (out / "projections.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in projections] == [2, 4, 6, 8, 10, 12]  # period 2, 12 steps
+    assert set(projections[0]["ranks"]) == set(metrics[0]["ranks"])
     decomposed = read_checkpoint(out / "decomposed.pt")
     assert decomposed.model == {"name": "resnet20", "kwargs": {"num_classes": 2, "in_channels": 3}}
     assert len(decomposed.plan.layers) == summary["decomposed"]["layers_decomposed"]
@@ -89,6 +92,7 @@ def test_resume_ends_with_the_same_weights(tiny_folder, tmp_path):
         assert torch.equal(expected[key], actual[key]), key
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert (tmp_path / "split" / "projections.jsonl").read_text() == (tmp_path / "straight" / "projections.jsonl").read_text()
 
 
 def test_a_finished_run_is_never_overwritten(tiny_folder, tmp_path):

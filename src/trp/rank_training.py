@@ -33,6 +33,7 @@ Example, inside a plain loop::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,9 @@ class TRPHandle:
     """Attached TRP: hooks on the optimizer's step. ``remove()`` detaches them.
 
     ``steps`` counts optimizer steps since attaching; save and restore it with
-    ``state_dict()`` / ``load_state_dict()`` to resume exactly.
+    ``state_dict()`` / ``load_state_dict()`` to resume exactly. Callables appended to
+    ``projection_listeners`` are called as ``listener(steps, ranks)`` after every projection
+    (e.g. to log rank dynamics, the paper's Fig. 2).
     """
 
     def __init__(self, targets: list[_Target], optimizer: torch.optim.Optimizer, config: TRPConfig) -> None:
@@ -112,6 +115,7 @@ class TRPHandle:
         self.targets = targets
         self.steps = 0
         self.last_ranks: dict[str, int] = {}
+        self.projection_listeners: list[Callable[[int, dict[str, int]], None]] = []
         self._cache: dict[str, _CachedDirection] = {}
         self._optimizer = optimizer
         self._hooks = [
@@ -172,6 +176,8 @@ class TRPHandle:
                     target.weight._version, matrix_to_weight(direction, shape, self._scheme())
                 )
         self.last_ranks = ranks
+        for listener in self.projection_listeners:
+            listener(self.steps, ranks)
         return ranks
 
     @torch.no_grad()

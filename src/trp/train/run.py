@@ -6,6 +6,8 @@ Files written to ``run.out_dir`` (by the main process only):
 * ``last.pt`` — training state after the last completed epoch (``--resume`` continues);
 * ``metrics.jsonl`` — one JSON line per epoch: losses, accuracies, lr, images/s, and per
   targeted layer the rank the criterion would give now (rank dynamics);
+* ``projections.jsonl`` — with TRP projection, one line per projection: the step and each
+  layer's projected rank (the paper's Fig. 2);
 * ``dense.pt`` / ``decomposed.pt`` (and ``finetuned.pt``) — trp checkpoints with rank plans;
 * ``summary.json`` — accuracies, conv-MAC speed-up, parameters, training time.
 """
@@ -177,6 +179,14 @@ def _truncate_metrics(path: Path, completed_epochs: int) -> None:
     path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
+def _truncate_projections(path: Path, steps: int) -> None:
+    """Drop projections logged after the resumed state's step (they will happen again)."""
+    if not path.exists():
+        return
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records if record["step"] <= steps))
+
+
 def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     config, runtime = run.config, run.runtime
     state_path, metrics_path = run.out / "last.pt", run.out / "metrics.jsonl"
@@ -205,6 +215,12 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         if runtime.is_main:
             _truncate_metrics(metrics_path, completed)
         run.log(f"resumed {run.out} after epoch {completed}")
+    projections_path = run.out / "projections.jsonl"
+    if handle is not None and runtime.is_main:
+        _truncate_projections(projections_path, handle.steps)
+        handle.projection_listeners.append(
+            lambda steps, ranks: _append_metrics(projections_path, {"step": steps, "ranks": ranks})
+        )
     decompose_config = config.decompose_config()
     stop_after = config.run.stop_after_epochs
     last = config.optim.epochs if not stop_after else min(config.optim.epochs, completed + stop_after)
