@@ -40,9 +40,10 @@ __all__ = ["run_training", "method_label", "RunInterrupted"]
 
 
 # Options that may differ between a run and its resumption; any other change is refused.
+# ``run.channels_last`` changes only the memory layout (same math, rounding aside).
 RESUME_CHANGEABLE = (
     "run.progress", "run.stop_after_epochs", "run.device", "run.out_dir", "data.root", "data.download",
-    "data.eval_batch_size",
+    "data.eval_batch_size", "run.channels_last",
 )
 
 
