@@ -28,12 +28,12 @@ from trp.latency import compare_latency
 from trp.measured import best_ms
 from trp.target import criterion_for_speedup
 
+from results_markdown import RESULTS_MD, replace_section
+
 HERE = Path(__file__).parent
 RESULTS_JSON = HERE / "results" / "latency.json"
-RESULTS_MD = HERE / "RESULTS.md"
 CASES = [("resnet20", (1, 32)), ("resnet18", (1, 8))]
 TARGETS = (2.0, 3.0)
-BEGIN, END = "<!-- LATENCY:BEGIN -->", "<!-- LATENCY:END -->"
 
 
 def measure(model_name: str, batches: tuple[int, ...], scheme: str, target: float, args: argparse.Namespace) -> list[dict]:
@@ -72,7 +72,6 @@ def slower_layers(dense: torch.nn.Module, decomposed: torch.nn.Module, names: li
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
-        BEGIN,
         "## Latency: measured against conv-MAC speed-up",
         "",
         f"Produced by `python benchmarks/latency.py` (torch {meta['torch']}, {meta['threads']} threads, "
@@ -99,7 +98,6 @@ def markdown(rows: list[dict], meta: dict) -> str:
             names = ", ".join(r["layers_slower_eager_batch1"]) or "none"
             lines.append(f"- {r['model']} {r['scheme']} {r['target']:.0f}x: {len(r['layers_slower_eager_batch1'])} of "
                          f"{r['layers_factorized']} ({names})")
-    lines.append(END)
     return "\n".join(lines)
 
 
@@ -118,12 +116,7 @@ def main() -> None:
             "repeats": args.repeats, "warmup": args.warmup}
     RESULTS_JSON.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     section = markdown(rows, meta)
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Results\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS_MD.write_text(text)
+    replace_section("LATENCY", section)
     print(section)
     print(f"wrote {RESULTS_JSON} and {RESULTS_MD}")
 

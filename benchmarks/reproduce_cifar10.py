@@ -1,18 +1,20 @@
 """Reproduce the TRP paper's CIFAR-10 ResNet-20 comparison on the real CIFAR-10 JPEGs.
 
     python benchmarks/reproduce_cifar10.py [--data ../shared/data/cifar10-jpeg.tar.gz] [--work DIR]
+        [--methods NAME ...] [--report]
 
 Runs, one after the other, every method from its committed config in configs/cifar10/
 (resnet20-{baseline,nu,trp1,trp1-nu,trp2,trp2-nu}-cpu.toml: one 30-epoch one-cycle schedule
-for all, baseline included), then sweeps each trained net over energy criteria with no
-fine-tuning ("basic" = the baseline decomposed with either scheme). Everything resumes: run
-the script again after an interruption and it continues each run from its last completed
-epoch and skips finished work. Checkpoints live in the work directory (default
-``~/.cache/trp/reproduce-cifar10``, outside git); the small JSON summaries, metrics and
-sweeps are copied to ``benchmarks/results/cifar10/`` to be committed.
-
-This first version trains and sweeps; the RESULTS.md table and figures against the paper are
-written by a later step once all runs have finished.
+for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the baseline
+decomposed at 2.2x / 2.8x conv MACs and briefly fine-tuned), sweeps each trained net over
+energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme),
+then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
+again after an interruption and it continues each run from its last completed epoch and
+skips finished work; two invocations with different ``--methods`` may run side by side.
+Checkpoints live in the work directory (default ``~/.cache/trp/reproduce-cifar10``, outside
+git); the small JSON summaries, metrics, projections and sweeps are copied to
+``benchmarks/results/cifar10/`` to be committed. ``--report`` only rewrites the report from
+those committed files.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from trp.data.download import extract_tar
 from trp.train import load_train_config, run_training
 from trp.train.sweep import run_sweep
 
+from report_cifar10 import LAYER, RESULTS, write_report
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "cifar10"
-METHODS = ("baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu")
-SWEEP_ENERGIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+METHODS = ("baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial")
+SWEEP_ENERGIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
 
 def sha256(path: Path) -> str:
@@ -69,6 +72,11 @@ def train_method(method: str, data_root: Path, work: Path) -> dict:
         "data.dataset=imagefolder", f"data.root={json.dumps(str(data_root))}", "data.download=false",
         f"run.out_dir={json.dumps(str(run_dir))}", f"run.progress={str(sys.stderr.isatty()).lower()}",
     ]
+    if method.startswith("basic-ft"):
+        baseline = work / "runs" / "baseline" / "dense.pt"
+        if not baseline.exists():
+            raise SystemExit(f"{method} decomposes the trained baseline, and {baseline} does not exist yet: run the baseline first.")
+        overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
     config = load_train_config(config_path, overrides)
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -83,18 +91,22 @@ def train_method(method: str, data_root: Path, work: Path) -> dict:
 
 
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
-    """Accuracy against speed-up with no fine-tuning; the baseline with both schemes."""
+    """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
+    norm alone with both schemes, each TRP run with its own."""
+    if method.startswith("basic-ft"):
+        return
     dataset = load_dataset("imagefolder", data_root)
     config = load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").decompose_config()
-    schemes = ("channel", "spatial") if method == "baseline" else (config.scheme,)
+    schemes = ("channel", "spatial") if method in ("baseline", "nu") else (config.scheme,)
     for scheme in schemes:
-        label = f"basic-{scheme}" if method == "baseline" else method
+        label = {"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method)
         out = RESULTS / "sweeps" / label
-        if (out / "sweep.json").exists():
+        done = out / "sweep.json"
+        if done.exists() and f"{label}: {LAYER}" in json.loads(done.read_text())["spectra"]:
             continue
         run_sweep(
             [work / "runs" / method / "dense.pt"], [label], dataset, dataclasses.replace(config, scheme=scheme),
-            [EnergyCriterion(e) for e in SWEEP_ENERGIES], out, model_name="resnet20",
+            [EnergyCriterion(e) for e in SWEEP_ENERGIES], out, model_name="resnet20", spectrum_layers=[LAYER],
         )
 
 
@@ -103,13 +115,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "trp" / "reproduce-cifar10")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--report", action="store_true", help="only rewrite the report from the committed results")
     args = parser.parse_args()
-    data_root = prepare_data(args.data, args.work / "cifar10-jpeg")
-    for method in args.methods:
-        print(f"== {method}", flush=True)
-        train_method(method, data_root, args.work)
-        sweep_method(method, data_root, args.work)
-    print(f"all runs finished; summaries in {RESULTS}")
+    if not args.report:
+        data_root = prepare_data(args.data, args.work / "cifar10-jpeg")
+        for method in args.methods:
+            print(f"== {method}", flush=True)
+            train_method(method, data_root, args.work)
+            sweep_method(method, data_root, args.work)
+    write_report()
+    print(f"summaries, figures and report in {RESULTS}")
 
 
 if __name__ == "__main__":

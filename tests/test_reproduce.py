@@ -1,22 +1,34 @@
-"""The CIFAR-10 reproduction script's data step: checksum verification and extraction."""
+"""The CIFAR-10 reproduction: the data step (checksum, extraction) and the report written
+from result files (table, target verdicts, figures)."""
 
 import hashlib
 import importlib.util
 import io
+import json
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_cifar10.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+def load_benchmark(name: str):
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import their sibling modules
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
 def load_script():
-    spec = importlib.util.spec_from_file_location("reproduce_cifar10", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reproduce_cifar10")
 
 
 def make_archive(path: Path) -> None:
@@ -53,3 +65,65 @@ def test_prepare_data_refuses_a_corrupt_archive(tmp_path):
 def test_shared_archive_checksum_matches():
     script = load_script()
     assert script.sha256(SHARED) == Path(f"{SHARED}.sha256").read_text().split()[0]
+
+
+def fake_summary(dense: float, decomposed: float, speedup: float, seconds: float = 3600.0) -> dict:
+    config = {"optim": {"epochs": 30, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "onecycle", "lr": 0.1,
+                        "warmup_epochs": 1.0},
+              "data": {"batch_size": 128, "crop_padding": 4}, "finetune": {"epochs": 2}}
+    return {"training_seconds": seconds, "config": config,
+            "dense": {"accuracy": dense, "params": 270_000},
+            "decomposed": {"accuracy": decomposed, "conv_speedup": speedup, "params": 120_000},
+            "finetuned": None}
+
+
+def fake_sweep(label: str, points: list[tuple[float, float, float]], layer: str) -> dict:
+    """``points``: (energy, speed-up, accuracy as a fraction)."""
+    return {"models": {label: {"points": [
+        {"criterion": {"kind": "energy", "pruned_energy": e}, "conv_speedup": s, "accuracy": a, "params": 100_000}
+        for e, s, a in points]}},
+        "spectra": {f"{label}: {layer}": [4.0, 2.0, 1.0, 0.1]}}
+
+
+def write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
+    report = load_benchmark("report_cifar10")
+    root = tmp_path / "cifar10"
+    write(root / "baseline" / "summary.json", fake_summary(0.9100, 0.9000, 1.2, seconds=7200))
+    write(root / "trp2-nu" / "summary.json", fake_summary(0.9050, 0.9020, 2.9))
+    write(root / "trp2-nu" / "projections.jsonl", "".join(
+        json.dumps({"step": 20 * i, "ranks": {report.LAYER: 96 - i}}) + "\n" for i in range(1, 6)))
+    write(root / "sweeps" / "basic-spatial" / "sweep.json",
+          fake_sweep("basic-spatial", [(0.02, 1.3, 0.85), (0.1, 2.9, 0.40)], report.LAYER))
+    # TRP2+Nu: 90.20 % at 2.9x is 0.80 below 91.00: met (the 3.5x point is 2.5 below).
+    write(root / "sweeps" / "trp2-nu" / "sweep.json",
+          fake_sweep("trp2-nu", [(0.02, 2.9, 0.9020), (0.05, 3.5, 0.8850)], report.LAYER))
+    # TRP1+Nu: never reaches 2.2x.
+    write(root / "sweeps" / "trp1-nu" / "sweep.json", fake_sweep("trp1-nu", [(0.02, 2.0, 0.905)], report.LAYER))
+    markdown = tmp_path / "RESULTS.md"
+    markdown.write_text("# Results\n\nkept\n")
+
+    result = report.write_report(report.Results(root), markdown)
+
+    targets = {t["method"]: t for t in result["targets"]}
+    assert targets["TRP2+Nu"]["status"] == "met"
+    assert targets["TRP2+Nu"]["best_point"]["margin"] == pytest.approx(90.20 - (91.00 - 1.1))
+    assert targets["TRP1+Nu"]["status"] == "missed" and targets["TRP1+Nu"]["best_point"] is None
+    rows = {(r["method"], r["scheme"]): r for r in result["rows"]}
+    assert rows[("TRP2+Nu", "spatial")]["decomposed"] == pytest.approx(90.20)
+    assert rows[("TRP2+Nu", "spatial")]["paper_accuracy"] == 90.62
+    assert rows[("basic (no fine-tune)", "spatial")]["decomposed"] == pytest.approx(85.0)
+    assert rows[("TRP1", "channel")]["status"] == "not finished"
+    text = markdown.read_text()
+    assert text.startswith("# Results\n\nkept\n") and text.count("<!-- CIFAR10:BEGIN -->") == 1
+    assert "| TRP2+Nu | spatial | 90.62 | 2.84x | -1.12 | 90.50 | 90.20 | -0.80 | 2.90x | 120,000 | 1.00 |" in text
+    assert "no sweep point reaches 2.2x (fastest 2.00x)" in text
+    assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
+                                      "spectra_spatial.png", "fig2_rank.png"}
+    assert all((root / name).stat().st_size > 1000 for name in result["figures"])
+    report.write_report(report.Results(root), markdown)  # rewriting replaces the section
+    assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1

@@ -137,7 +137,10 @@ def test_schedules():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     config = load_train_config(path)
-    assert config.optim.epochs > 0
+    if "basic" in path.name:  # decomposes (and fine-tunes) a trained checkpoint
+        assert config.optim.epochs == 0 and config.model.checkpoint and config.finetune.epochs > 0
+    else:
+        assert config.optim.epochs > 0
     if "trp" in path.name:
         assert config.trp.enabled and config.trp.period == 20
 
@@ -163,6 +166,9 @@ def test_overrides_are_typed(tmp_path):
         (["training.lr=0.1"], "unknown config section"),
         (["trp.enabled=yes"], "must be true or false"),
         (["optim.lr"], "section.key=value"),
+        (["optim.epochs=0"], "0 is allowed only with model.checkpoint"),
+        (["decompose.target_speedup=0.5"], "target_speedup must be 0"),
+        (["decompose.target_speedup=2", "decompose.criterion=rank:4"], "must be one of"),
     ],
 )
 def test_bad_options_get_clear_errors(overrides, message):
@@ -271,6 +277,24 @@ def test_start_checkpoint_must_be_dense_and_batches_must_fit(tiny_folder, tmp_pa
     with pytest.raises(ValueError, match="larger than the 48 training images"):
         run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "b", **{"data.batch_size": 500})))
     assert not (tmp_path / "b").exists()
+
+
+def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_folder, tmp_path):
+    """The paper's "basic" comparison: a trained net decomposed (at a conv-MAC target) with no
+    training, then fine-tuned."""
+    trained = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "trained", **{"trp.enabled": False})))
+    overrides = tiny_overrides(tiny_folder, tmp_path / "basic", **{
+        "trp.enabled": False, "optim.epochs": 0, "model.checkpoint": str(tmp_path / "trained" / "dense.pt"),
+        "decompose.target_speedup": 1.5, "finetune.epochs": 1,
+    })
+    basic = run_training(load_train_config(None, overrides))
+    assert basic["method"] == "basic" and basic["training_seconds"] == 0.0
+    assert basic["dense"] == trained["dense"]  # the checkpoint, untouched
+    assert basic["decomposed"]["conv_speedup"] >= 1.5
+    assert basic["decomposed"]["criterion"]["kind"] == "energy"
+    assert basic["decomposed"]["criterion"] != trained["decomposed"]["criterion"]
+    assert basic["finetuned"]["conv_macs"] == basic["decomposed"]["conv_macs"]
+    assert not (tmp_path / "basic" / "last.pt").exists()
 
 
 def test_list_options_are_typed():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["plot_accuracy_vs_speedup", "plot_layer_ranks", "plot_spectra"]
+__all__ = ["plot_accuracy_vs_speedup", "plot_layer_ranks", "plot_rank_dynamics", "plot_spectra"]
 
 
 def _pyplot():
@@ -20,15 +20,24 @@ def _pyplot():
 
 
 def plot_accuracy_vs_speedup(
-    curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, title: str, baseline: float | None = None
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    title: str,
+    baseline: float | None = None,
+    references: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> Path:
     """One line per method through its ``(conv MAC speed-up, top-1 accuracy in %)`` points,
-    as in the TRP paper's Fig. 3; ``baseline`` draws the dense accuracy as a dashed line."""
+    as in the TRP paper's Fig. 3; ``baseline`` draws the dense accuracy as a dashed line;
+    ``references`` (e.g. a paper's points) are drawn dashed with open markers."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4.2), dpi=120)
+    figure, axes = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for label, points in curves.items():
         ordered = sorted(points)
         axes.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", label=label)
+    for label, points in (references or {}).items():
+        ordered = sorted(points)
+        axes.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="s", linestyle=":",
+                  markerfacecolor="none", label=label)
     if baseline is not None:
         axes.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="dense baseline")
     axes.set_xlabel("conv MAC speed-up (x)")
@@ -48,6 +57,21 @@ def plot_layer_ranks(ranks: Mapping[str, Mapping[str, int]], path: str | Path, t
     for label, by_layer in ranks.items():
         axes.plot(range(len(layers)), [by_layer.get(name, float("nan")) for name in layers], marker="o", label=label)
     axes.set_xticks(range(len(layers)), layers, rotation=75, fontsize=7)
+    axes.set_ylabel("rank")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    return _save(figure, path, plt)
+
+
+def plot_rank_dynamics(series: Mapping[str, Sequence[tuple[int, int]]], path: str | Path, title: str) -> Path:
+    """Rank against projection count, one step line per label (the TRP paper's Fig. 2)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for label, points in series.items():
+        axes.step([p[0] for p in points], [p[1] for p in points], where="post", label=label)
+    axes.set_xlabel("projections")
     axes.set_ylabel("rank")
     axes.set_title(title)
     axes.grid(alpha=0.3)

@@ -17,6 +17,7 @@ from ..data import list_datasets
 from ..models import get_model_spec
 from ..criteria import parse_criterion
 from ..rank_training import TRPConfig
+from ..target import FAMILIES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +58,9 @@ class DataSection:
 class OptimSection:
     """SGD with momentum. ``schedule``: multistep (``lr * gamma`` at each milestone epoch),
     cosine (to 0 over all epochs), onecycle (linear warm-up over ``warmup_epochs`` to ``lr``,
-    then cosine to 0) or constant. Epoch milestones may be fractional."""
+    then cosine to 0) or constant. Epoch milestones may be fractional. ``epochs = 0`` (only
+    with ``model.checkpoint``) skips training: the checkpoint is decomposed as it is and, if
+    ``[finetune]`` asks, fine-tuned (the paper's "decompose a trained net" comparison)."""
 
     epochs: int = 164
     lr: float = 0.1
@@ -83,10 +86,14 @@ class TRPSection:
 
 @dataclass
 class DecomposeSection:
-    """How the trained net is decomposed (and which layers TRP acts on)."""
+    """How the trained net is decomposed (and which layers TRP acts on). ``target_speedup``:
+    0 decomposes with ``criterion``; a value >= 1 instead decomposes the trained net at the
+    ``criterion`` family's (energy or fraction) setting that reaches that conv-MAC speed-up
+    (TRP during training still uses ``criterion``)."""
 
     scheme: str = "channel"
     criterion: str = "energy:0.02"
+    target_speedup: float = 0.0
     rank_multiple: int = 1
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
@@ -130,8 +137,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first impossible option."""
+        if self.optim.epochs < 0 or (self.optim.epochs == 0 and not self.model.checkpoint):
+            raise ValueError(
+                f"optim.epochs must be >= 1, got {self.optim.epochs} (0 is allowed only with model.checkpoint, "
+                "to decompose and fine-tune a trained net without training it)."
+            )
         positive = {
-            "optim.epochs": self.optim.epochs,
             "data.batch_size": self.data.batch_size,
             "data.eval_batch_size": self.data.eval_batch_size,
         }
@@ -148,6 +159,7 @@ class TrainConfig:
         if self.data.dataset not in list_datasets():
             raise ValueError(f"unknown dataset {self.data.dataset!r}; registered datasets: {', '.join(list_datasets())}.")
         self.decompose_config()
+        self.target_family()
         if self.trp.enabled:
             self.trp_config()
 
@@ -163,6 +175,21 @@ class TrainConfig:
             grouped=section.grouped,  # type: ignore[arg-type]
             keep_unprofitable=section.keep_unprofitable,
         )
+
+    def target_family(self) -> str | None:
+        """The criterion family that ``decompose.target_speedup`` searches; None when unset."""
+        target = self.decompose.target_speedup
+        if target == 0:
+            return None
+        if not target >= 1:
+            raise ValueError(f"decompose.target_speedup must be 0 (off) or >= 1, got {target}.")
+        family = self.decompose.criterion.split(":")[0]
+        if family not in FAMILIES:
+            raise ValueError(
+                f"decompose.target_speedup searches the criterion's family, which must be one of {FAMILIES}; "
+                f"got decompose.criterion = {self.decompose.criterion!r}: use e.g. 'energy:0.02'."
+            )
+        return family
 
     def trp_config(self) -> TRPConfig:
         return TRPConfig(

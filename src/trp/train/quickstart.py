@@ -13,7 +13,7 @@ import torch
 from ..criteria import EnergyCriterion
 from ..plots import plot_accuracy_vs_speedup
 from .config import TrainConfig
-from .run import _load_data, method_label, run_training
+from .run import load_run_data, method_label, run_training
 from .runtime import Runtime
 from .sweep import accuracy_on, load_trained, sweep_criteria
 
@@ -73,7 +73,7 @@ def run_quickstart(out_dir: str | Path, epochs: int = 30, device: str = "auto", 
 
 
 def _sweep(config: TrainConfig, run_dir: Path) -> list[dict[str, Any]]:
-    dataset = _load_data(config, Runtime(torch.device("cpu")))
+    dataset = load_run_data(config, Runtime(torch.device("cpu")))
     model = load_trained(run_dir / "dense.pt", config.model.name, dataset)
     example = torch.zeros(1, *dataset.input_size)
     criteria = [EnergyCriterion(e) for e in SWEEP_ENERGIES]

@@ -1,5 +1,6 @@
 """A whole ``trp train`` run: train (optionally with TRP), decompose with no fine-tuning,
-evaluate both, optionally fine-tune the decomposed net, save and summarize.
+evaluate both, optionally fine-tune the decomposed net, save and summarize. With
+``optim.epochs = 0`` the run skips training and decomposes ``model.checkpoint`` as it is.
 
 Files written to ``run.out_dir`` (by the main process only):
 
@@ -15,6 +16,7 @@ Files written to ``run.out_dir`` (by the main process only):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -25,18 +27,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import load_decomposed, read_checkpoint, save_checkpoint
+from ..config import DecomposeConfig
 from ..counting import count_macs
 from ..data import ImageDataset, TensorLoader, load_dataset
 from ..models import create_model
 from ..rank_training import TRPHandle, attach_trp, criterion_ranks
 from ..surgery import decompose_
+from ..target import criterion_for_speedup
 from .config import OptimSection, TrainConfig
 from .loop import Batches, TrainingDiverged, evaluate, train_epoch
 from .runtime import Runtime, start_runtime
 from .schedule import lr_factor_fn
 from .state import restore_training_state, save_training_state
 
-__all__ = ["run_training", "method_label", "RunInterrupted"]
+__all__ = ["run_training", "method_label", "load_run_data", "RunInterrupted"]
 
 
 # Options that may differ between a run and its resumption; any other change is refused.
@@ -52,7 +56,10 @@ class RunInterrupted(Exception):
 
 
 def method_label(config: TrainConfig) -> str:
-    """``baseline``, ``Nu`` (nuclear norm alone), ``TRP1``, ``TRP2+Nu``, ..."""
+    """``baseline``, ``basic`` (a checkpoint decomposed without training), ``Nu`` (nuclear
+    norm alone), ``TRP1``, ``TRP2+Nu``, ..."""
+    if config.optim.epochs == 0:
+        return "basic"
     if not config.trp.enabled:
         return "baseline"
     scheme = "TRP1" if config.decompose.scheme == "channel" else "TRP2"
@@ -61,7 +68,7 @@ def method_label(config: TrainConfig) -> str:
     return f"{scheme}+Nu" if config.trp.nuclear_weight > 0 else scheme
 
 
-def _load_data(config: TrainConfig, runtime: Runtime) -> ImageDataset:
+def load_run_data(config: TrainConfig, runtime: Runtime) -> ImageDataset:
     """The main process loads (and downloads) first; the others then read what it wrote."""
     def load() -> ImageDataset:
         return load_dataset(config.data.dataset, config.data.root, download=config.data.download, **config.data.options)
@@ -104,7 +111,7 @@ class _Run:
         self.config = config
         self.runtime = runtime
         self.out = Path(config.run.out_dir)
-        self.dataset = _load_data(config, runtime)
+        self.dataset = load_run_data(config, runtime)
         self.batches = Batches(
             self.dataset.mean, self.dataset.std, runtime.device, config.run.channels_last, config.run.bf16
         )
@@ -202,6 +209,8 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         raise ValueError(f"{run.out} holds a finished run (summary.json): there is nothing to resume; choose another run.out_dir.")
     torch.manual_seed(config.run.seed)
     model = _build_model(config, run.dataset, runtime)
+    if config.optim.epochs == 0:  # decompose the checkpoint as it is (validate() required one)
+        return model, 0.0
     optimizer = _optimizer(model, config.optim.lr, config.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(config.optim, len(run.loader)))
     handle: TRPHandle | None = attach_trp(model, optimizer, config.trp_config()) if config.trp.enabled else None
@@ -307,15 +316,29 @@ def _summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _final_decompose_config(config: TrainConfig, model: nn.Module, example: torch.Tensor) -> DecomposeConfig:
+    """``[decompose]`` as written, or with the criterion that reaches ``target_speedup``."""
+    decompose_config = config.decompose_config()
+    family = config.target_family()
+    if family is None:
+        return decompose_config
+    found = criterion_for_speedup(model, decompose_config, example, config.decompose.target_speedup, family)
+    return dataclasses.replace(decompose_config, criterion=found.criterion)
+
+
 def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
     config, runtime = run.config, run.runtime
     _check_replicas_agree(model, runtime)
     entry = {"name": config.model.name, "kwargs": _model_kwargs(config, run.dataset)}
     dense = _evaluate_model(run, model)
     decomposed_model = copy.deepcopy(model)
-    report = decompose_(decomposed_model, config.decompose_config(), run.example)
+    decompose_config = _final_decompose_config(config, model, run.example)
+    report = decompose_(decomposed_model, decompose_config, run.example)
     decomposed = _evaluate_model(run, decomposed_model)
-    decomposed.update(conv_speedup=report.conv_speedup, model_speedup=report.model_speedup, layers_decomposed=len(report.decomposed))
+    decomposed.update(
+        conv_speedup=report.conv_speedup, model_speedup=report.model_speedup, layers_decomposed=len(report.decomposed),
+        criterion=decompose_config.criterion.to_dict(),
+    )
     summary: dict[str, Any] = {
         "method": method_label(config), "model": config.model.name, "dataset": config.data.dataset,
         "epochs": config.optim.epochs, "training_seconds": elapsed, "device": str(runtime.device),
