@@ -48,14 +48,20 @@ PAPER_CURVES = {
         "paper basic (Jaderberg et al.)": [(1.66, 89.49)],
     },
 }
-# The issue's targets: (method, scheme, most points below our baseline, least conv speed-up).
-TARGETS = [("trp2-nu", "spatial", 1.1, 2.8), ("trp1-nu", "channel", 1.2, 2.2)]
+# TRP runs per scheme: the paper's settings, then the search (lambda matched to the schedule).
+TRP_RUNS = {
+    "channel": {"trp1": "TRP1", "trp1-nu": "TRP1+Nu", "trp1-nu-strong": "TRP1+Nu, lambda 1.7e-3"},
+    "spatial": {"trp2": "TRP2", "trp2-nu": "TRP2+Nu", "trp2-nu-strong": "TRP2+Nu, lambda 1.7e-3"},
+}
+# The issue's targets: (run, scheme, most points below our baseline, least conv speed-up).
+TARGETS = [(run, "spatial", 1.1, 2.8) for run in ("trp2-nu", "trp2-nu-strong")] + [
+    (run, "channel", 1.2, 2.2) for run in ("trp1-nu", "trp1-nu-strong")]
 # Sweep curves per scheme: sweep folder -> legend label.
 CURVES = {
-    "channel": {"basic-channel": "basic (baseline decomposed)", "nu-channel": "Nu", "trp1": "TRP1", "trp1-nu": "TRP1+Nu"},
-    "spatial": {"basic-spatial": "basic (baseline decomposed)", "nu-spatial": "Nu", "trp2": "TRP2", "trp2-nu": "TRP2+Nu"},
+    scheme: {f"basic-{scheme}": "basic (baseline decomposed)", f"nu-{scheme}": "Nu", **runs}
+    for scheme, runs in TRP_RUNS.items()
 }
-TRP_RUNS = {"trp1": "TRP1", "trp1-nu": "TRP1+Nu", "trp2": "TRP2", "trp2-nu": "TRP2+Nu"}
+LABELS = {run: label for runs in TRP_RUNS.values() for run, label in runs.items()}
 # Spectra of LAYER per scheme: baseline, nuclear norm alone, TRP+Nu.
 SPECTRA = {"channel": ("basic-channel", "nu-channel", "trp1-nu"), "spatial": ("basic-spatial", "nu-spatial", "trp2-nu")}
 
@@ -109,12 +115,12 @@ def _point_at(points: list[dict[str, Any]], energy: float) -> dict[str, Any] | N
 
 
 def table_rows(results: Results) -> list[Row]:
-    """Baseline, then per scheme: basic, basic + fine-tune, Nu, TRP, TRP+Nu."""
+    """Baseline, then per scheme: basic, basic + fine-tune, Nu, TRP, TRP+Nu, the search runs."""
     rows = []
     base = results.summary("baseline")
     rows.append(Row("baseline", "-", PAPER_BASELINE, 1.0, _pct(base, "dense"), None, 1.0 if base else None,
                     base["dense"]["params"] if base else None, _hours(base), "done" if base else "not finished"))
-    for scheme, trp in (("channel", "trp1"), ("spatial", "trp2")):
+    for scheme in TRP_RUNS:
         paper_basic = PAPER_TABLE[f"basic-{scheme}"]
         rows.append(_sweep_row(results, f"basic-{scheme}", "basic (no fine-tune)", scheme, paper_basic, base))
         tuned = results.summary(f"basic-ft-{scheme}")
@@ -126,14 +132,14 @@ def table_rows(results: Results) -> list[Row]:
                             100 * tuned["finetuned"]["accuracy"], tuned["decomposed"]["conv_speedup"],
                             tuned["finetuned"]["params"], results.finetune_hours(f"basic-ft-{scheme}")))
         rows.append(_sweep_row(results, f"nu-{scheme}", "Nu", scheme, None, results.summary("nu")))
-        for run in (trp, f"{trp}-nu"):
+        for run, label in TRP_RUNS[scheme].items():
             summary = results.summary(run)
-            paper = PAPER_TABLE[run]
+            paper = PAPER_TABLE.get(run, (None, None))
             if summary is None:
-                rows.append(Row(TRP_RUNS[run], scheme, *paper, None, None, None, None, None, "not finished"))
+                rows.append(Row(label, scheme, *paper, None, None, None, None, None, "not finished"))
                 continue
             low = summary["decomposed"]
-            rows.append(Row(TRP_RUNS[run], scheme, *paper, _pct(summary, "dense"), 100 * low["accuracy"],
+            rows.append(Row(label, scheme, *paper, _pct(summary, "dense"), 100 * low["accuracy"],
                             low["conv_speedup"], low["params"], _hours(summary)))
     return rows
 
@@ -162,7 +168,7 @@ def target_checks(results: Results) -> list[dict[str, Any]]:
     base = results.summary("baseline")
     checks = []
     for run, scheme, points_below, speedup in TARGETS:
-        check: dict[str, Any] = {"method": TRP_RUNS[run], "scheme": scheme, "max_drop": points_below, "min_speedup": speedup}
+        check: dict[str, Any] = {"method": LABELS[run], "scheme": scheme, "max_drop": points_below, "min_speedup": speedup}
         sweep = results.sweep_points(run)
         if base is None or not sweep:
             checks.append({**check, "status": "not finished"})
@@ -206,7 +212,7 @@ def draw_figures(results: Results) -> list[Path]:
             written.append(plot_spectra(spectra, results.root / f"spectra_{scheme}.png",
                                         f"{LAYER} singular values ({scheme} reshape)"))
     ranks = {name: [(i + 1, line["ranks"][LAYER]) for i, line in enumerate(results.jsonl(run, "projections.jsonl"))]
-             for run, name in TRP_RUNS.items() if results.jsonl(run, "projections.jsonl")}
+             for run, name in LABELS.items() if results.jsonl(run, "projections.jsonl")}
     if ranks:
         written.append(plot_rank_dynamics(ranks, results.root / "fig2_rank.png", f"rank of {LAYER} at each projection"))
     return written
@@ -233,7 +239,10 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
             f"{_d(row.paper_accuracy, PAPER_BASELINE)} | {_f(row.dense)} | {_f(row.decomposed)} | {_d(final, ours)} | "
             f"{_x(row.speedup)} | {row.params:,} | {_f(row.hours)} |"
         )
-    lines += ["", "### Targets", ""]
+    lines += ["", "### Targets", "",
+              "Each TRP+Nu net is judged at its config's criterion (fixed in advance) and at the most accurate "
+              "point of its energy sweep that is fast enough (chosen on the test set, as a curve in the paper's "
+              "Fig. 3 is).", ""]
     for check in checks:
         lines.append(_target_line(check))
     if figures:
@@ -267,7 +276,10 @@ def _setup_text(base: dict[str, Any] | None) -> list[str]:
         "Rows: *basic* decomposes our baseline by truncated SVD with no data (the paper's basic rows are Zhang et al. "
         "and Jaderberg et al., which fit the factors to data, so they are not the same method); *basic + fine-tune* "
         "decomposes the baseline at the speed-up TRP+Nu must reach (2.2x channel, 2.8x spatial) and fine-tunes it "
-        "briefly; *Nu* is the nuclear norm alone (lambda = 3e-4, no projection), decomposed with either scheme. "
+        "briefly; *Nu* is the nuclear norm alone (lambda = 3e-4, no projection), decomposed with either scheme; "
+        "*lambda 1.7e-3* rows are the search: the nuclear-norm step is lr x lambda, so 30 one-cycle epochs push "
+        "5.76x less in total than the paper's 164 multistep epochs (sum of lr per epoch 1.50 against 8.64), and "
+        "lambda = 3e-4 x 5.76 restores the paper's total. "
         "Change is against the paper's 91.74 for the paper and against our own baseline for ours.",
         "",
     ]

@@ -6,7 +6,8 @@
 Runs, one after the other, every method from its committed config in configs/cifar10/
 (resnet20-{baseline,nu,trp1,trp1-nu,trp2,trp2-nu}-cpu.toml: one 30-epoch one-cycle schedule
 for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the baseline
-decomposed at 2.2x / 2.8x conv MACs and briefly fine-tuned), sweeps each trained net over
+decomposed at 2.2x / 2.8x conv MACs and briefly fine-tuned; resnet20-trp{1,2}-nu-strong-cpu.toml:
+the search for better settings), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme),
 then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
 again after an interruption and it continues each run from its last completed epoch and
@@ -36,7 +37,10 @@ from trp.train.sweep import run_sweep
 from report_cifar10 import LAYER, RESULTS, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial")
+METHODS = (
+    "baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial",
+    "trp1-nu-strong", "trp2-nu-strong",  # the search: lambda matched to the short schedule
+)
 SWEEP_ENERGIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
 
