@@ -25,10 +25,12 @@ def plot_accuracy_vs_speedup(
     title: str,
     baseline: float | None = None,
     references: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    floor: float | None = None,
 ) -> Path:
     """One line per method through its ``(conv MAC speed-up, top-1 accuracy in %)`` points,
     as in the TRP paper's Fig. 3; ``baseline`` draws the dense accuracy as a dashed line;
-    ``references`` (e.g. a paper's points) are drawn dashed with open markers."""
+    ``references`` (e.g. a paper's points) are drawn dashed with open markers; ``floor`` cuts
+    the accuracy axis there (collapsed points would squash the rest) and says so."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for label, points in curves.items():
@@ -42,6 +44,10 @@ def plot_accuracy_vs_speedup(
         axes.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="dense baseline")
     axes.set_xlabel("conv MAC speed-up (x)")
     axes.set_ylabel("top-1 accuracy (%)")
+    hidden = sum(p[1] < floor for points in curves.values() for p in points) if floor is not None else 0
+    if hidden:
+        axes.set_ylim(bottom=floor)
+        axes.text(0.01, 0.01, f"{hidden} point(s) below {floor:.0f} % not shown", transform=axes.transAxes, fontsize=8)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
