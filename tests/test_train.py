@@ -169,6 +169,7 @@ def test_overrides_are_typed(tmp_path):
         (["optim.epochs=0"], "0 is allowed only with model.checkpoint"),
         (["decompose.target_speedup=0.5"], "target_speedup must be 0"),
         (["decompose.target_speedup=2", "decompose.criterion=rank:4"], "must be one of"),
+        (["optim.epochs=0", "model.checkpoint=x.pt", "trp.enabled=true"], "set trp.enabled = false"),
     ],
 )
 def test_bad_options_get_clear_errors(overrides, message):
@@ -295,6 +296,17 @@ def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_fold
     assert basic["decomposed"]["criterion"] != trained["decomposed"]["criterion"]
     assert basic["finetuned"]["conv_macs"] == basic["decomposed"]["conv_macs"]
     assert not (tmp_path / "basic" / "last.pt").exists()
+    (tmp_path / "basic" / "summary.json").unlink()  # as if killed while fine-tuning: the rerun starts over
+    run_training(load_train_config(None, overrides))
+    phases = [json.loads(line)["phase"] for line in (tmp_path / "basic" / "metrics.jsonl").read_text().splitlines()]
+    assert phases == ["finetune"]
+
+
+def test_an_unreachable_target_fails_before_training(tiny_folder, tmp_path):
+    overrides = tiny_overrides(tiny_folder, tmp_path / "run", **{"decompose.target_speedup": 500.0})
+    with pytest.raises(ValueError, match="out of reach"):
+        run_training(load_train_config(None, overrides))
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_list_options_are_typed():

@@ -159,7 +159,9 @@ class TrainConfig:
         if self.data.dataset not in list_datasets():
             raise ValueError(f"unknown dataset {self.data.dataset!r}; registered datasets: {', '.join(list_datasets())}.")
         self.decompose_config()
-        self.target_family()
+        self.target_family()  # raises for an impossible target
+        if self.optim.epochs == 0 and self.trp.enabled:
+            raise ValueError("optim.epochs = 0 trains nothing, so TRP cannot act: set trp.enabled = false.")
         if self.trp.enabled:
             self.trp_config()
 
@@ -183,7 +185,7 @@ class TrainConfig:
             return None
         if not target >= 1:
             raise ValueError(f"decompose.target_speedup must be 0 (off) or >= 1, got {target}.")
-        family = self.decompose.criterion.split(":")[0]
+        family = parse_criterion(self.decompose.criterion).kind
         if family not in FAMILIES:
             raise ValueError(
                 f"decompose.target_speedup searches the criterion's family, which must be one of {FAMILIES}; "

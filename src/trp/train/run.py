@@ -44,10 +44,11 @@ __all__ = ["run_training", "method_label", "load_run_data", "RunInterrupted"]
 
 
 # Options that may differ between a run and its resumption; any other change is refused.
-# ``run.channels_last`` changes only the memory layout (same math, rounding aside).
+# ``run.channels_last`` changes only the memory layout (same math, rounding aside);
+# ``decompose.target_speedup`` only the decomposition after training.
 RESUME_CHANGEABLE = (
     "run.progress", "run.stop_after_epochs", "run.device", "run.out_dir", "data.root", "data.download",
-    "data.eval_batch_size", "run.channels_last",
+    "data.eval_batch_size", "run.channels_last", "decompose.target_speedup",
 )
 
 
@@ -209,7 +210,11 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         raise ValueError(f"{run.out} holds a finished run (summary.json): there is nothing to resume; choose another run.out_dir.")
     torch.manual_seed(config.run.seed)
     model = _build_model(config, run.dataset, runtime)
+    if config.target_family() is not None:  # an unreachable target fails now, not after training
+        _final_decompose_config(config, model, run.example)
     if config.optim.epochs == 0:  # decompose the checkpoint as it is (validate() required one)
+        if runtime.is_main:
+            _truncate_metrics(metrics_path, 0)  # a killed earlier attempt's fine-tune lines
         return model, 0.0
     optimizer = _optimizer(model, config.optim.lr, config.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(config.optim, len(run.loader)))
@@ -331,6 +336,8 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
     _check_replicas_agree(model, runtime)
     entry = {"name": config.model.name, "kwargs": _model_kwargs(config, run.dataset)}
     dense = _evaluate_model(run, model)
+    if runtime.is_main:  # first, so that no later failure can lose the trained net
+        save_checkpoint(run.out / "dense.pt", model, None, entry)
     decomposed_model = copy.deepcopy(model)
     decompose_config = _final_decompose_config(config, model, run.example)
     report = decompose_(decomposed_model, decompose_config, run.example)
@@ -346,7 +353,6 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
         "ranks": {layer.name: layer.rank for layer in report.decomposed}, "config": config.to_dict(),
     }
     if runtime.is_main:
-        save_checkpoint(run.out / "dense.pt", model, None, entry)
         save_checkpoint(run.out / "decomposed.pt", decomposed_model, report.plan, entry, {"decomposition": report.to_dict()})
         run.log(report.table())
     if config.finetune.epochs > 0:
