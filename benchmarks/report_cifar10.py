@@ -30,7 +30,7 @@ from results_markdown import RESULTS_MD, replace_section
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "cifar10"
 PAPER_CONFIG = REPO / "configs" / "cifar10" / "resnet20-trp2-nu.toml"  # the paper's 164-epoch recipe
-LAYER = "layer2.1.conv1"  # Fig. 2 and the spectra: 32 -> 32 channels, 3x3, on 16x16 maps
+LAYER = "layer3.0.conv2"  # the paper's Fig. 2 layer res3-1-2 (64 -> 64, 3x3, 8x8 maps); also the spectra
 CONFIG_ENERGY = 0.02  # the configs' decomposition criterion (the paper's e for CIFAR-10)
 FIG3_FLOOR = 75.0  # accuracy axis of Fig. 3 starts here, as the paper's does near it (%)
 
@@ -55,6 +55,9 @@ PAPER_CURVES = {
         "paper basic (Jaderberg et al.)": [(1.66, 89.49)],
     },
 }
+# The paper's Fig. 2 (TRP1, m = 20, e = 0.05, lr 0.1): rank of LAYER at these projections.
+PAPER_FIG2 = {"paper (TRP1, e = 0.05)": [(2, 59), (10, 35), (20, 22), (25, 17)]}
+FIG2_RUN = "trp1-fig2"  # our run under the paper's Fig. 2 conditions
 # TRP runs per scheme: the paper's settings, then the search (lambda matched to the schedule).
 TRP_RUNS = {
     "channel": {"trp1": "TRP1", "trp1-nu": "TRP1+Nu", "trp1-nu-strong": "TRP1+Nu, lambda 1.7e-3"},
@@ -234,10 +237,15 @@ def draw_figures(results: Results) -> list[Path]:
         if spectra:
             written.append(plot_spectra(spectra, results.root / f"spectra_{scheme}.png",
                                         f"{LAYER} singular values ({scheme} reshape)"))
-    ranks = {name: [(i + 1, line["ranks"][LAYER]) for i, line in enumerate(results.jsonl(run, "projections.jsonl"))]
-             for run, name in LABELS.items() if results.jsonl(run, "projections.jsonl")}
-    if ranks:
-        written.append(plot_rank_dynamics(ranks, results.root / "fig2_rank.png", f"rank of {LAYER} at each projection"))
+    for scheme, runs in TRP_RUNS.items():
+        labelled = {FIG2_RUN: "TRP1, e = 0.05, lr 0.1 (Fig. 2 conditions)", **runs} if scheme == "channel" else runs
+        ranks = {name: [(i + 1, line["ranks"][LAYER]) for i, line in enumerate(results.jsonl(run, "projections.jsonl"))]
+                 for run, name in labelled.items() if results.jsonl(run, "projections.jsonl")}
+        if ranks:
+            written.append(plot_rank_dynamics(
+                ranks, results.root / f"fig2_{scheme}.png", f"rank of {LAYER} at each projection ({scheme} scheme)",
+                references=PAPER_FIG2 if scheme == "channel" else None,
+            ))
     return written
 
 

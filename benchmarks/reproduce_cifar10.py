@@ -7,7 +7,7 @@ Runs, one after the other, every method from its committed config in configs/cif
 (resnet20-{baseline,nu,trp1,trp1-nu,trp2,trp2-nu}-cpu.toml: one 30-epoch one-cycle schedule
 for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the baseline
 decomposed at 2.2x / 2.8x conv MACs and briefly fine-tuned; resnet20-trp{1,2}-nu-strong-cpu.toml:
-the search for better settings), sweeps each trained net over
+the search for better settings; resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme),
 then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
 again after an interruption and it continues each run from its last completed epoch and
@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = (
     "baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial",
     "trp1-nu-strong", "trp2-nu-strong",  # the search: lambda matched to the short schedule
+    "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
 )
 SWEEP_ENERGIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
@@ -97,7 +98,7 @@ def train_method(method: str, data_root: Path, work: Path) -> dict:
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
     """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
     norm alone with both schemes, each TRP run with its own."""
-    if method.startswith("basic-ft"):
+    if method.startswith("basic-ft") or method == "trp1-fig2":
         return
     dataset = load_dataset("imagefolder", data_root)
     config = load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").decompose_config()

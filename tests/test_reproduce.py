@@ -99,6 +99,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     write(root / "trp2-nu" / "summary.json", fake_summary(0.9050, 0.9020, 2.9))
     write(root / "trp2-nu" / "projections.jsonl", "".join(
         json.dumps({"step": 20 * i, "ranks": {report.LAYER: 96 - i}}) + "\n" for i in range(1, 6)))
+    write(root / "trp1-fig2" / "projections.jsonl", "".join(
+        json.dumps({"step": 20 * i, "ranks": {report.LAYER: 64 - i}}) + "\n" for i in range(1, 6)))
     write(root / "sweeps" / "trp2-nu" / "sweep.json",
           fake_sweep("trp2-nu", [(0.02, 2.9, 0.9019), (0.05, 3.5, 0.8850)], report.LAYER))
     # The search run misses with its own criterion (too slow) but a swept energy meets it.
@@ -141,7 +143,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert "no sweep point reaches 2.2x (fastest 2.00x)" in text
     assert "lambda = 0.0003 x 5.76 restores" in text  # from the committed configs' schedules
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
-                                      "spectra_spatial.png", "fig2_rank.png"}
+                                      "spectra_spatial.png", "fig2_channel.png", "fig2_spatial.png"}
     assert all((root / name).stat().st_size > 1000 for name in result["figures"])
     report.write_report(report.Results(root), markdown)  # rewriting replaces the section
     assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1

@@ -71,12 +71,21 @@ def plot_layer_ranks(ranks: Mapping[str, Mapping[str, int]], path: str | Path, t
     return _save(figure, path, plt)
 
 
-def plot_rank_dynamics(series: Mapping[str, Sequence[tuple[int, int]]], path: str | Path, title: str) -> Path:
-    """Rank against projection count, one step line per label (the TRP paper's Fig. 2)."""
+def plot_rank_dynamics(
+    series: Mapping[str, Sequence[tuple[int, int]]],
+    path: str | Path,
+    title: str,
+    references: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+) -> Path:
+    """Rank against projection count, one step line per label (the TRP paper's Fig. 2);
+    ``references`` (e.g. a paper's points) are drawn as open markers."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4.2), dpi=120)
+    figure, axes = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for label, points in series.items():
         axes.step([p[0] for p in points], [p[1] for p in points], where="post", label=label)
+    for label, points in (references or {}).items():
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="s", linestyle="none",
+                  markerfacecolor="none", color="black", label=label)
     axes.set_xlabel("projections")
     axes.set_ylabel("rank")
     axes.set_title(title)
