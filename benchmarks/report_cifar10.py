@@ -6,8 +6,9 @@ Reads what ``benchmarks/reproduce_cifar10.py`` copied to ``benchmarks/results/ci
 (``<run>/summary.json``, ``<run>/metrics.jsonl``, ``<run>/projections.jsonl``,
 ``sweeps/<label>/sweep.json``) and writes, next to them, ``report.json`` and the figures
 (``fig3_channel.png``, ``fig3_spatial.png``: accuracy against conv-MAC speed-up as in the
-paper's Fig. 3; ``fig2_rank.png``: one layer's rank against projection count as in Fig. 2;
-``spectra_channel.png``, ``spectra_spatial.png``), and the CIFAR10 section of
+paper's Fig. 3; ``fig2_channel.png``, ``fig2_spatial.png``: one layer's rank against
+projection count as in Fig. 2, the channel one beside the paper's points and a run under its
+conditions; ``spectra_channel.png``, ``spectra_spatial.png``), and the CIFAR10 section of
 ``benchmarks/RESULTS.md``. Runs that have not finished yet are listed as such. Numbers come
 from the result files and the committed configs; the only ones typed in here are the paper's
 (its Table 1 and Fig. 3), the issue's targets and the choice of layer and energy to show.
