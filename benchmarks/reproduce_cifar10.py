@@ -6,7 +6,7 @@
 Runs, one after the other, every method from its committed config in configs/cifar10/
 (resnet20-{baseline,nu,trp1,trp1-nu,trp2,trp2-nu}-cpu.toml: one 30-epoch one-cycle schedule
 for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the baseline
-decomposed at 2.2x / 2.8x conv MACs and briefly fine-tuned; resnet20-trp{1,2}-nu-strong-cpu.toml:
+decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned; resnet20-trp{1,2}-nu-strong-cpu.toml:
 the search for better settings; resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme),
 then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
@@ -42,6 +42,7 @@ METHODS = (
     "trp1-nu-strong", "trp2-nu-strong",  # the search: lambda matched to the short schedule
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
 )
+BASIC_FT_SPEEDUPS = {"channel": (1.5, 2.2, 3.0), "spatial": (2.0, 2.8, 4.0)}  # conv-MAC targets
 SWEEP_ENERGIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
 
@@ -70,29 +71,36 @@ def prepare_data(archive: Path, cache: Path) -> Path:
     return cache
 
 
-def train_method(method: str, data_root: Path, work: Path) -> dict:
+def runs_of(method: str) -> list[tuple[str, list[str]]]:
+    """The runs a method stands for: (run name, config overrides). "basic-ft-SCHEME" is one
+    fine-tune per speed-up in BASIC_FT_SPEEDUPS, so basic + fine-tune is a curve too."""
+    if not method.startswith("basic-ft"):
+        return [(method, [])]
+    scheme = method.removeprefix("basic-ft-")
+    return [(f"{method}-{s}x", [f"decompose.target_speedup={s}"]) for s in BASIC_FT_SPEEDUPS[scheme]]
+
+
+def train_method(method: str, data_root: Path, work: Path) -> None:
+    """Train (or resume, or skip when finished) every run of ``method``; copy its small files."""
     config_path = REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml"
-    run_dir = work / "runs" / method
-    overrides = [
-        "data.dataset=imagefolder", f"data.root={json.dumps(str(data_root))}", "data.download=false",
-        f"run.out_dir={json.dumps(str(run_dir))}", f"run.progress={str(sys.stderr.isatty()).lower()}",
-    ]
-    if method.startswith("basic-ft"):
-        baseline = work / "runs" / "baseline" / "dense.pt"
-        if not baseline.exists():
-            raise SystemExit(f"{method} decomposes the trained baseline, and {baseline} does not exist yet: run the baseline first.")
-        overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
-    config = load_train_config(config_path, overrides)
-    if (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
-    else:
-        summary = run_training(config, resume=(run_dir / "last.pt").exists())
-    target = RESULTS / method
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "metrics.jsonl", "projections.jsonl"):
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, target / name)
-    return summary
+    for name, extra in runs_of(method):
+        run_dir = work / "runs" / name
+        overrides = [
+            "data.dataset=imagefolder", f"data.root={json.dumps(str(data_root))}", "data.download=false",
+            f"run.out_dir={json.dumps(str(run_dir))}", f"run.progress={str(sys.stderr.isatty()).lower()}", *extra,
+        ]
+        if method.startswith("basic-ft"):
+            baseline = work / "runs" / "baseline" / "dense.pt"
+            if not baseline.exists():
+                raise SystemExit(f"{method} decomposes the trained baseline, and {baseline} does not exist yet: run the baseline first.")
+            overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
+        if not (run_dir / "summary.json").exists():
+            run_training(load_train_config(config_path, overrides), resume=(run_dir / "last.pt").exists())
+        target = RESULTS / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("summary.json", "metrics.jsonl", "projections.jsonl"):
+            if (run_dir / file).exists():
+                shutil.copyfile(run_dir / file, target / file)
 
 
 def sweep_method(method: str, data_root: Path, work: Path) -> None:

@@ -113,10 +113,10 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     write(root / "sweeps" / "basic-spatial" / "sweep.json",
           fake_sweep("basic-spatial", [(0.02, 1.3, 0.85), (0.1, 2.9, 0.40)], report.LAYER))
     write(root / "sweeps" / "nu-channel" / "sweep.json", {"models": {}, "spectra": {}})  # interrupted
-    write(root / "basic-ft-spatial" / "summary.json", fake_summary(0.9100, 0.3000, 2.8, seconds=0, finetuned=0.8800))
-    write(root / "basic-ft-spatial" / "metrics.jsonl", "".join(
+    write(root / "basic-ft-spatial-2.8x" / "summary.json", fake_summary(0.9100, 0.3000, 2.8, seconds=0, finetuned=0.8800))
+    write(root / "basic-ft-spatial-2.8x" / "metrics.jsonl", "".join(
         json.dumps({"phase": "finetune", "epoch": i, "epoch_seconds": 1800.0}) + "\n" for i in (1, 2)))
-    write(root / "basic-ft-channel" / "summary.json", fake_summary(0.9100, 0.3000, 2.2, seconds=0))  # no fine-tune
+    write(root / "basic-ft-channel-2.2x" / "summary.json", fake_summary(0.9100, 0.3000, 2.2, seconds=0))  # no fine-tune
     markdown = tmp_path / "RESULTS.md"
     markdown.write_text("# Results\n\nkept\n")
 
