@@ -312,7 +312,9 @@ def _setup_text(base: dict[str, Any] | None) -> list[str]:
         optim, data = config["optim"], config["data"]
         lines += [
             f"Schedule, the same for every method (baseline included): {optim['epochs']} epochs, SGD momentum "
-            f"{optim['momentum']}, batch {data['batch_size']}, weight decay {optim['weight_decay']}, {optim['schedule']} "
+            f"{optim['momentum']}, batch {data['batch_size']}, weight decay {optim['weight_decay']:g} (the paper: "
+            f"{paper.optim.weight_decay:g} over {paper.optim.epochs} epochs; configs/cifar10/README.md says why), "
+            f"{optim['schedule']} "
             f"learning rate peaking at {optim['lr']} after {optim['warmup_epochs']} warm-up epoch(s), pad-{data['crop_padding']} "
             f"crop and flip; TRP: projection every {trp_nu.trp.period} iterations at {trp_nu.decompose.criterion}, "
             f"lambda = {trp_nu.trp.nuclear_weight} for +Nu (the paper's settings). "
