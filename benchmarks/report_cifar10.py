@@ -1,6 +1,6 @@
 """Write the CIFAR-10 reproduction's table and figures from the committed results alone.
 
-    python benchmarks/report_cifar10.py
+    python benchmarks/report_cifar10.py [--results DIR] [--markdown FILE]
 
 Reads what ``benchmarks/reproduce_cifar10.py`` copied to ``benchmarks/results/cifar10/``
 (``<run>/summary.json``, ``<run>/metrics.jsonl``, ``<run>/projections.jsonl``,
@@ -16,7 +16,9 @@ from the result files and the committed configs; the only ones typed in here are
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,7 +254,8 @@ def draw_figures(results: Results) -> list[Path]:
     return written
 
 
-def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path], results: Results) -> str:
+def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path], results: Results, where: Path) -> str:
+    """The section's text; figure links are relative to ``where``, the markdown file's folder."""
     base = results.summary("baseline")
     lines = ["## CIFAR-10 ResNet-20: the paper's Table 1 reproduced", ""]
     lines += _setup_text(base)
@@ -281,7 +284,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
         lines.append(_target_line(check))
     if figures:
         lines += ["", "### Figures", ""]
-        lines += [f"![{path.stem}](results/cifar10/{path.name})" for path in figures]
+        lines += [f"![{path.stem}]({Path(os.path.relpath(path, where)).as_posix()})" for path in figures]
     return "\n".join(lines)
 
 
@@ -378,11 +381,20 @@ def write_report(results: Results | None = None, markdown_path: Path | None = No
     figures = draw_figures(results)
     report = {"rows": [vars(row) for row in rows], "targets": checks, "figures": [path.name for path in figures]}
     (results.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    section = markdown(rows, checks, figures, results)
-    replace_section("CIFAR10", section, markdown_path or RESULTS_MD)
+    markdown_path = markdown_path or RESULTS_MD
+    section = markdown(rows, checks, figures, results, markdown_path.parent)
+    replace_section("CIFAR10", section, markdown_path)
     print(section)
     return report
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="result folder (default: %(default)s)")
+    parser.add_argument("--markdown", type=Path, default=RESULTS_MD, help="file whose CIFAR10 section is rewritten")
+    args = parser.parse_args()
+    write_report(Results(args.results), args.markdown)
+
+
 if __name__ == "__main__":
-    write_report()
+    main()

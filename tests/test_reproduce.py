@@ -145,6 +145,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
                                       "spectra_spatial.png", "fig2_channel.png", "fig2_spatial.png"}
     assert all((root / name).stat().st_size > 1000 for name in result["figures"])
+    assert "![fig3_channel](cifar10/fig3_channel.png)" in text  # relative to the markdown file
     report.write_report(report.Results(root), markdown)  # rewriting replaces the section
     assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1
 
