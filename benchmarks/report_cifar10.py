@@ -63,8 +63,8 @@ PAPER_FIG2 = {"paper (TRP1, e = 0.05)": [(2, 59), (10, 35), (20, 22), (25, 17)]}
 FIG2_RUN = "trp1-fig2"  # our run under the paper's Fig. 2 conditions
 # TRP runs per scheme: the paper's settings, then the search (lambda matched to the schedule).
 TRP_RUNS = {
-    "channel": {"trp1": "TRP1", "trp1-nu": "TRP1+Nu", "trp1-nu-strong": "TRP1+Nu, lambda 1.7e-3"},
-    "spatial": {"trp2": "TRP2", "trp2-nu": "TRP2+Nu", "trp2-nu-strong": "TRP2+Nu, lambda 1.7e-3"},
+    "channel": {"trp1": "TRP1", "trp1-nu": "TRP1+Nu", "trp1-nu-strong": "TRP1+Nu, lambda 0.0017"},
+    "spatial": {"trp2": "TRP2", "trp2-nu": "TRP2+Nu", "trp2-nu-strong": "TRP2+Nu, lambda 0.0017"},
 }
 # The issue's targets: (run, scheme, most points below our baseline, least conv speed-up).
 TARGETS = [(run, "spatial", 1.1, 2.8) for run in ("trp2-nu", "trp2-nu-strong")] + [
@@ -169,12 +169,20 @@ def table_rows(results: Results) -> list[Row]:
 
 def _sweep_row(results: Results, label: str, name: str, scheme: str, paper: tuple[float, float] | None,
                trained: dict[str, Any] | None) -> Row:
-    point = _point_at(results.sweep_points(label), CONFIG_ENERGY)
+    """A swept net's row: at the paper's speed-up when the paper has the row (the first sweep
+    point that reaches it), else at the configs' energy."""
+    points = results.sweep_points(label)
     paper_accuracy, paper_speedup = paper or (None, None)
+    if paper_speedup is None:
+        point = _point_at(points, CONFIG_ENERGY)
+    else:
+        point = min((p for p in points if p["conv_speedup"] >= paper_speedup), key=lambda p: p["conv_speedup"], default=None)
     if point is None or trained is None:
         return Row(name, scheme, paper_accuracy, paper_speedup, None, None, None, None, None, "not finished")
-    return Row(name, scheme, paper_accuracy, paper_speedup, _pct(trained, "dense"), 100 * point["accuracy"],
-               point["conv_speedup"], point["params"], None if name.startswith("basic") else _hours(trained))
+    energy = point["criterion"]["pruned_energy"]
+    return Row(f"{name}, e = {energy}", scheme, paper_accuracy, paper_speedup, _pct(trained, "dense"),
+               100 * point["accuracy"], point["conv_speedup"], point["params"],
+               None if name.startswith("basic") else _hours(trained))
 
 
 def _pct(summary: dict[str, Any] | None, key: str) -> float | None:
@@ -282,6 +290,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
               "chosen on the test set (as a curve in the paper's Fig. 3 is), so it only counts as such.", ""]
     for check in checks:
         lines.append(_target_line(check))
+    lines += _fig2_text(results)
     if figures:
         lines += ["", "### Figures", ""]
         lines += [f"![{path.stem}]({Path(os.path.relpath(path, where)).as_posix()})" for path in figures]
@@ -297,6 +306,20 @@ def lr_sum(optim: OptimSection, steps_per_epoch: int = 100) -> float:
     effect of a per-step term such as the nuclear norm's lr * lambda * U V^T)."""
     factor = lr_factor_fn(optim, steps_per_epoch)
     return optim.lr * sum(factor(step) for step in range(optim.epochs * steps_per_epoch)) / steps_per_epoch
+
+
+def _fig2_text(results: Results) -> list[str]:
+    """Our rank of LAYER beside the paper's Fig. 2 points, under the same conditions."""
+    ranks = [line["ranks"][LAYER] for line in results.jsonl(FIG2_RUN, "projections.jsonl")]
+    (label, points), = PAPER_FIG2.items()
+    shown = [(n, rank) for n, rank in points if n <= len(ranks)]
+    if not shown:
+        return []
+    pairs = "; ".join(f"projection {n}: {ranks[n - 1]} (paper {rank})" for n, rank in shown)
+    return ["", "### Rank dynamics (the paper's Fig. 2)", "",
+            f"Rank of {LAYER} (64 singular values, channel scheme) in a {len(ranks)}-projection TRP1 run under the "
+            f"paper's Fig. 2 conditions (`configs/cifar10/resnet20-trp1-fig2-cpu.toml`: m = 20, e = 0.05, lr 0.1): "
+            f"{pairs}; {ranks[-1]} at the last projection."]
 
 
 def _setup_text(base: dict[str, Any] | None) -> list[str]:
@@ -315,13 +338,16 @@ def _setup_text(base: dict[str, Any] | None) -> list[str]:
         optim, data = config["optim"], config["data"]
         lines += [
             f"Schedule, the same for every method (baseline included): {optim['epochs']} epochs, SGD momentum "
-            f"{optim['momentum']}, batch {data['batch_size']}, weight decay {optim['weight_decay']:g} (the paper: "
-            f"{paper.optim.weight_decay:g} over {paper.optim.epochs} epochs; configs/cifar10/README.md says why), "
+            f"{optim['momentum']}, batch {data['batch_size']}, weight decay {optim['weight_decay']:g}"
+            + ("" if optim["weight_decay"] == paper.optim.weight_decay else
+               f" (the paper: {paper.optim.weight_decay:g} over {paper.optim.epochs} epochs; configs/cifar10/README.md says why)")
+            + ", "
             f"{optim['schedule']} "
             f"learning rate peaking at {optim['lr']} after {optim['warmup_epochs']} warm-up epoch(s), pad-{data['crop_padding']} "
             f"crop and flip; TRP: projection every {trp_nu.trp.period} iterations at {trp_nu.decompose.criterion}, "
             f"lambda = {trp_nu.trp.nuclear_weight} for +Nu (the paper's settings). "
-            f"Decomposed top-1 is with no fine-tuning, at energy {CONFIG_ENERGY} unless the row says otherwise; conv MAC "
+            f"Decomposed top-1 is with no fine-tuning, at energy {CONFIG_ENERGY} unless the row names another "
+            "(basic rows: the first swept energy that reaches the paper's speed-up); conv MAC "
             "speed-up counts every conv layer (the FC layer is not decomposed). Trained on "
             f"{base['device']} (this project's 2-core machine, two runs side by side), so training hours are "
             "wall-clock there.",
