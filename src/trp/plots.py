@@ -42,17 +42,11 @@ def plot_accuracy_vs_speedup(
                   markerfacecolor="none", label=label)
     if baseline is not None:
         axes.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="dense baseline")
-    axes.set_xlabel("conv MAC speed-up (x)")
-    axes.set_ylabel("top-1 accuracy (%)")
     hidden = sum(p[1] < floor for points in curves.values() for p in points) if floor is not None else 0
     if hidden:
         axes.set_ylim(bottom=floor)
         axes.text(0.01, 0.01, f"{hidden} point(s) below {floor:.0f} % not shown", transform=axes.transAxes, fontsize=8)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    return _save(figure, path, plt)
+    return _finish(plt, figure, axes, path, title, "conv MAC speed-up (x)", "top-1 accuracy (%)")
 
 
 def plot_layer_ranks(ranks: Mapping[str, Mapping[str, int]], path: str | Path, title: str) -> Path:
@@ -63,12 +57,7 @@ def plot_layer_ranks(ranks: Mapping[str, Mapping[str, int]], path: str | Path, t
     for label, by_layer in ranks.items():
         axes.plot(range(len(layers)), [by_layer.get(name, float("nan")) for name in layers], marker="o", label=label)
     axes.set_xticks(range(len(layers)), layers, rotation=75, fontsize=7)
-    axes.set_ylabel("rank")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    return _save(figure, path, plt)
+    return _finish(plt, figure, axes, path, title, None, "rank")
 
 
 def plot_rank_dynamics(
@@ -86,13 +75,7 @@ def plot_rank_dynamics(
     for label, points in (references or {}).items():
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="s", linestyle="none",
                   markerfacecolor="none", color="black", label=label)
-    axes.set_xlabel("projections")
-    axes.set_ylabel("rank")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    return _save(figure, path, plt)
+    return _finish(plt, figure, axes, path, title, "projections", "rank")
 
 
 def plot_spectra(spectra: Mapping[str, Sequence[float]], path: str | Path, title: str) -> Path:
@@ -102,16 +85,18 @@ def plot_spectra(spectra: Mapping[str, Sequence[float]], path: str | Path, title
     for label, values in spectra.items():
         top = max(values[0], 1e-30)
         axes.semilogy(range(1, len(values) + 1), [max(v / top, 1e-12) for v in values], label=label)
-    axes.set_xlabel("index")
-    axes.set_ylabel("singular value / largest")
+    return _finish(plt, figure, axes, path, title, "index", "singular value / largest", grid="both")
+
+
+def _finish(plt, figure, axes, path: str | Path, title: str, xlabel: str | None, ylabel: str, grid: str = "major") -> Path:
+    """Label, title, grid and legend the axes, then write the figure to ``path`` and close it."""
+    if xlabel is not None:
+        axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
-    axes.grid(alpha=0.3, which="both")
+    axes.grid(alpha=0.3, which=grid)
     axes.legend()
     figure.tight_layout()
-    return _save(figure, path, plt)
-
-
-def _save(figure, path: str | Path, plt) -> Path:
     path = Path(path)
     figure.savefig(path)
     plt.close(figure)
