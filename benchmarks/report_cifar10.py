@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from trp.plots import plot_accuracy_vs_speedup, plot_rank_dynamics, plot_spectra
 from trp.train import load_train_config
@@ -103,10 +103,13 @@ class Results:
         self.root = root
         self._cache: dict[Path, Any] = {}
 
-    def _json(self, path: Path) -> Any:
+    def _read(self, path: Path, parse: Callable[[str], Any], missing: Any) -> Any:
         if path not in self._cache:
-            self._cache[path] = json.loads(path.read_text()) if path.exists() else None
+            self._cache[path] = parse(path.read_text()) if path.exists() else missing
         return self._cache[path]
+
+    def _json(self, path: Path) -> Any:
+        return self._read(path, json.loads, None)
 
     def summary(self, run: str) -> dict[str, Any] | None:
         return self._json(self.root / run / "summary.json")
@@ -126,8 +129,8 @@ class Results:
         return next(iter(models.values()))["points"] if models else []
 
     def jsonl(self, run: str, name: str) -> list[dict[str, Any]]:
-        path = self.root / run / name
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        return self._read(self.root / run / name,
+                          lambda text: [json.loads(line) for line in text.splitlines() if line.strip()], [])
 
     def finetune_hours(self, run: str) -> float:
         return sum(r["epoch_seconds"] for r in self.jsonl(run, "metrics.jsonl") if r["phase"] == "finetune") / 3600
@@ -252,8 +255,8 @@ def draw_figures(results: Results) -> list[Path]:
                                         f"{LAYER} singular values ({scheme} reshape)"))
     for scheme, runs in TRP_RUNS.items():
         labelled = {FIG2_RUN: "TRP1, e = 0.05, lr 0.1 (Fig. 2 conditions)", **runs} if scheme == "channel" else runs
-        ranks = {name: [(i + 1, line["ranks"][LAYER]) for i, line in enumerate(results.jsonl(run, "projections.jsonl"))]
-                 for run, name in labelled.items() if results.jsonl(run, "projections.jsonl")}
+        logs = {name: results.jsonl(run, "projections.jsonl") for run, name in labelled.items()}
+        ranks = {name: [(i + 1, line["ranks"][LAYER]) for i, line in enumerate(log)] for name, log in logs.items() if log}
         if ranks:
             written.append(plot_rank_dynamics(
                 ranks, results.root / f"fig2_{scheme}.png", f"rank of {LAYER} at each projection ({scheme} scheme)",
