@@ -265,11 +265,12 @@ def draw_figures(results: Results) -> list[Path]:
     return written
 
 
-def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path], results: Results, where: Path) -> str:
-    """The section's text; figure links are relative to ``where``, the markdown file's folder."""
+def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path], results: Results,
+             markdown_path: Path) -> str:
+    """The section's text for ``markdown_path``; figure links are relative to its folder."""
     base = results.summary("baseline")
-    lines = ["## CIFAR-10 ResNet-20: the paper's Table 1 reproduced", ""]
-    lines += _setup_text(base)
+    lines = ["## CIFAR-10 ResNet-20: the paper's Table 1 beside ours", ""]
+    lines += _setup_text(base, _report_command(results.root, markdown_path), _shown(results.root))
     lines += [
         "| method | scheme | paper top-1 | paper speed-up | paper change | dense top-1 | decomposed top-1 | "
         "change vs our baseline | conv MAC speed-up | params | training h |",
@@ -296,7 +297,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
     lines += _fig2_text(results)
     if figures:
         lines += ["", "### Figures", ""]
-        lines += [f"![{path.stem}]({Path(os.path.relpath(path, where)).as_posix()})" for path in figures]
+        lines += [f"![{path.stem}]({Path(os.path.relpath(path, markdown_path.parent)).as_posix()})" for path in figures]
     return "\n".join(lines)
 
 
@@ -325,13 +326,13 @@ def _fig2_text(results: Results) -> list[str]:
             f"{pairs}; {ranks[-1]} at the last projection."]
 
 
-def _setup_text(base: dict[str, Any] | None) -> list[str]:
+def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str) -> list[str]:
     trp_nu, strong, paper = _config("trp2-nu"), _config("trp2-nu-strong"), load_train_config(PAPER_CONFIG)
     ours_sum, paper_sum = lr_sum(trp_nu.optim), lr_sum(paper.optim)
     finetune_epochs = _config("basic-ft-channel").finetune.epochs
     lines = [
         "Produced by `python benchmarks/reproduce_cifar10.py` (trains, sweeps, then writes this section; "
-        "`python benchmarks/report_cifar10.py` rewrites it from the committed files in `benchmarks/results/cifar10/`). "
+        f"`{command}` rewrites it from the committed files in `{shown_root}/`). "
         "Real CIFAR-10 (the full training and test sets, JPEGs from the shared archive, checksum verified), "
         f"read through trp's ImageFolder dataset. Paper numbers: its Table 1 (ResNet-20, {paper.optim.epochs} epochs).",
         "",
@@ -370,6 +371,22 @@ def _setup_text(base: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def _shown(root: Path) -> str:
+    """``root`` as the report names it: relative to the repository when inside it."""
+    root = root.resolve()
+    return root.relative_to(REPO).as_posix() if root.is_relative_to(REPO) else root.as_posix()
+
+
+def _report_command(root: Path, markdown_path: Path) -> str:
+    """The command that rewrites this report (options only where they differ from the defaults)."""
+    command = "python benchmarks/report_cifar10.py"
+    if root.resolve() != RESULTS:
+        command += f" --results {_shown(root)}"
+    if markdown_path.resolve() != RESULTS_MD.resolve():
+        command += f" --markdown {_shown(markdown_path)}"
+    return command
 
 
 def _target_line(check: dict[str, Any]) -> str:
@@ -411,7 +428,7 @@ def write_report(results: Results | None = None, markdown_path: Path | None = No
     report = {"rows": [vars(row) for row in rows], "targets": checks, "figures": [path.name for path in figures]}
     (results.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown_path = markdown_path or RESULTS_MD
-    section = markdown(rows, checks, figures, results, markdown_path.parent)
+    section = markdown(rows, checks, figures, results, markdown_path)
     replace_section("CIFAR10", section, markdown_path)
     print(section)
     return report

@@ -8,7 +8,7 @@ Factorize a trained model's conv and linear layers into low-rank pairs::
     print(report.table())
 """
 
-from . import models
+from . import data, export, fold, latency, measured, models, target  # submodules, as torch.nn is
 from .checkpoint import Checkpoint, CheckpointError, load_decomposed, read_checkpoint, save_checkpoint
 from .config import DecomposeConfig
 from .counting import MacCount, count_macs
@@ -30,7 +30,13 @@ from .surgery import apply_plan_, decompose_
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
+    "export",
+    "fold",
+    "latency",
+    "measured",
     "models",
+    "target",
     "decompose_",
     "apply_plan_",
     "attach_trp",
