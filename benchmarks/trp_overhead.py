@@ -1,12 +1,13 @@
 """Step-time overhead of TRP (projection every m steps + nuclear norm every step) over
 plain SGD training, measured in one run with the two interleaved (this machine is noisy).
 
-    python benchmarks/trp_overhead.py [--rounds 3]
+    python benchmarks/trp_overhead.py [--rounds 5]
 
 Cases: CIFAR ResNet-20 (batch 128, 32x32) with m = 20 and m = 1, and ImageNet ResNet-50
 weight shapes (batch 8 at 64x64, so that the step is cheap and the SVD share is large: a
 pessimistic case). Random data; the figure is total TRP time / total plain time over
-``rounds`` blocks of ``max(m, 20)`` steps each, alternating plain and TRP blocks. Target:
+``rounds`` blocks of ``max(m, 20)`` steps each, alternating plain and TRP blocks, with the
+lowest and highest ratio of one round's pair of blocks as a measure of the noise. Target:
 at most 1.10 for ResNet-20 with m = 20. Writes ``benchmarks/results/trp_overhead.json``.
 """
 
@@ -53,11 +54,12 @@ def measure(case: dict, rounds: int) -> dict:
     steps = max(case["period"], 20)
     block(plain, plain_opt, images, labels, 2)  # warm-up both paths
     block(regularized, trp_opt, images, labels, 2)
-    plain_time = trp_time = 0.0
+    plain_times, trp_times = [], []
     for _ in range(rounds):
-        plain_time += block(plain, plain_opt, images, labels, steps)
-        trp_time += block(regularized, trp_opt, images, labels, steps)
-    total_steps = rounds * steps
+        plain_times.append(block(plain, plain_opt, images, labels, steps))
+        trp_times.append(block(regularized, trp_opt, images, labels, steps))
+    plain_time, trp_time, total_steps = sum(plain_times), sum(trp_times), rounds * steps
+    round_ratios = sorted(t / p for t, p in zip(trp_times, plain_times))
     return {
         **case,
         "layers": len(handle.targets),
@@ -65,12 +67,14 @@ def measure(case: dict, rounds: int) -> dict:
         "plain_ms_per_step": round(1000 * plain_time / total_steps, 2),
         "trp_ms_per_step": round(1000 * trp_time / total_steps, 2),
         "ratio": round(trp_time / plain_time, 3),
+        "round_ratio_min": round(round_ratios[0], 3),  # the spread between rounds shows the noise
+        "round_ratio_max": round(round_ratios[-1], 3),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     rows = []
     for case in CASES:
@@ -79,7 +83,8 @@ def main() -> None:
         print(
             f"{row['model']:<9} batch {row['batch']:>3} at {row['size']}x{row['size']}, m = {row['period']:>2}, "
             f"{row['layers']} layers: plain {row['plain_ms_per_step']:.1f} ms/step, TRP+Nu "
-            f"{row['trp_ms_per_step']:.1f} ms/step, ratio {row['ratio']:.3f}"
+            f"{row['trp_ms_per_step']:.1f} ms/step, ratio {row['ratio']:.3f} "
+            f"(rounds {row['round_ratio_min']:.3f} to {row['round_ratio_max']:.3f})"
         )
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "target_resnet20_m20": 1.10, "cases": rows}
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
