@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from trp.plots import plot_accuracy_vs_speedup, plot_rank_dynamics, plot_spectra
+from trp.plots import plot_accuracy_vs_speedup, plot_rank_dynamics, plot_spectra, plot_training_curves
 from trp.train import load_train_config
 from trp.train.config import OptimSection
 from trp.train.schedule import lr_factor_fn
@@ -75,6 +75,7 @@ CURVES = {
     for scheme, runs in TRP_RUNS.items()
 }
 LABELS = {run: label for runs in TRP_RUNS.values() for run, label in runs.items()}
+TRAINED = {"baseline": "baseline", "nu": "Nu", **LABELS}  # every run trained on the shared schedule
 # Spectra of LAYER per scheme: baseline, nuclear norm alone, TRP+Nu.
 SPECTRA = {"channel": ("basic-channel", "nu-channel", "trp1-nu"), "spatial": ("basic-spatial", "nu-spatial", "trp2-nu")}
 
@@ -253,6 +254,12 @@ def draw_figures(results: Results) -> list[Path]:
         if spectra:
             written.append(plot_spectra(spectra, results.root / f"spectra_{scheme}.png",
                                         f"{LAYER} singular values ({scheme} reshape)"))
+    epochs = {name: [(r["epoch"], 100 * r["test_accuracy"]) for r in results.jsonl(run, "metrics.jsonl") if r["phase"] == "train"]
+              for run, name in TRAINED.items()}
+    if any(epochs.values()):
+        written.append(plot_training_curves({name: points for name, points in epochs.items() if points},
+                                            results.root / "training_curves.png",
+                                            "ResNet-20, CIFAR-10: dense test top-1 during training"))
     for scheme, runs in TRP_RUNS.items():
         labelled = {FIG2_RUN: "TRP1, e = 0.05, lr 0.1 (Fig. 2 conditions)", **runs} if scheme == "channel" else runs
         logs = {name: results.jsonl(run, "projections.jsonl") for run, name in labelled.items()}

@@ -95,6 +95,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     report = load_benchmark("report_cifar10")
     root = tmp_path / "cifar10"
     write(root / "baseline" / "summary.json", fake_summary(0.9100, 0.9000, 1.2, seconds=7200))
+    write(root / "baseline" / "metrics.jsonl", "".join(
+        json.dumps({"phase": "train", "epoch": i, "test_accuracy": 0.3 * i}) + "\n" for i in (1, 2, 3)))
     # TRP2+Nu: its own decomposition, 90.20 % at 2.9x, is 0.80 below 91.00: met.
     write(root / "trp2-nu" / "summary.json", fake_summary(0.9050, 0.9020, 2.9))
     write(root / "trp2-nu" / "projections.jsonl", "".join(
@@ -143,7 +145,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert "no sweep point reaches 2.2x (fastest 2.00x)" in text
     assert "lambda = 0.0003 x 5.76 restores" in text  # from the committed configs' schedules
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
-                                      "spectra_spatial.png", "fig2_channel.png", "fig2_spatial.png"}
+                                      "spectra_spatial.png", "fig2_channel.png", "fig2_spatial.png",
+                                      "training_curves.png"}
     assert all((root / name).stat().st_size > 1000 for name in result["figures"])
     assert "![fig3_channel](cifar10/fig3_channel.png)" in text  # relative to the markdown file
     assert "projection 2: 62 (paper 59); 59 at the last projection" in text  # 5 projections: the rest not reached

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["plot_accuracy_vs_speedup", "plot_layer_ranks", "plot_rank_dynamics", "plot_spectra"]
+__all__ = [
+    "plot_accuracy_vs_speedup", "plot_layer_ranks", "plot_rank_dynamics", "plot_spectra", "plot_training_curves",
+]
 
 
 def _pyplot():
@@ -76,6 +78,15 @@ def plot_rank_dynamics(
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="s", linestyle="none",
                   markerfacecolor="none", color="black", label=label)
     return _finish(plt, figure, axes, path, title, "projections", "rank")
+
+
+def plot_training_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: str | Path, title: str) -> Path:
+    """Test top-1 (%) against epoch, one line per label (``(epoch, accuracy %)`` points)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    for label, points in curves.items():
+        axes.plot([p[0] for p in points], [p[1] for p in points], label=label)
+    return _finish(plt, figure, axes, path, title, "epoch", "test top-1 (%)")
 
 
 def plot_spectra(spectra: Mapping[str, Sequence[float]], path: str | Path, title: str) -> Path:
