@@ -130,6 +130,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert targets["TRP2+Nu, lambda 0.0017"]["status"] == "met only with an energy chosen on the test set"
     assert targets["TRP1+Nu"]["status"] == "missed" and targets["TRP1+Nu"]["best_point"] is None
     assert targets["TRP1+Nu, lambda 0.0017"]["status"] == "not finished"
+    assert targets["TRP2+Nu, e = 0.01"]["status"] == "not finished"
     rows = {(r["method"], r["scheme"]): r for r in result["rows"]}
     assert rows[("TRP2+Nu", "spatial")]["decomposed"] == pytest.approx(90.20)
     assert rows[("TRP2+Nu", "spatial")]["paper_accuracy"] == 90.62
@@ -144,6 +145,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert "| TRP2+Nu | spatial | 90.62 | 2.84x | -1.12 | 90.50 | 90.20 | -0.80 | 2.90x | 120,000 | 1.00 |" in text
     assert "no sweep point reaches 2.2x (fastest 2.00x)" in text
     assert "lambda = 0.0003 x 5.76 restores" in text  # from the committed configs' schedules
+    assert "*e = 0.01* rows prune less energy at each projection than the paper's energy:0.02" in text
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
                                       "spectra_spatial.png", "fig2_channel.png", "fig2_spatial.png",
                                       "training_curves.png"}
@@ -169,3 +171,11 @@ def test_lr_sum_matches_a_hand_count():
     assert report.lr_sum(paper) == pytest.approx(82 * 0.1 + 40 * 0.01 + 42 * 0.001)
     onecycle = OptimSection(epochs=30, lr=0.1, schedule="onecycle", warmup_epochs=1.0)
     assert report.lr_sum(onecycle, steps_per_epoch=1000) == pytest.approx(0.1 * (0.5 + 29 * 0.5), rel=1e-3)
+
+
+def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
+    script, report = load_script(), load_benchmark("report_cifar10")
+    reported = {run for runs in report.TRP_RUNS.values() for run in runs} | {run for run, *_ in report.TARGETS}
+    assert reported <= set(script.METHODS)
+    for method in script.METHODS:
+        assert (script.REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").is_file(), method
