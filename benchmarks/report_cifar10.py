@@ -407,7 +407,7 @@ def _target_line(check: dict[str, Any]) -> str:
     if check["status"] == "not finished":
         return f"{head}: not finished yet."
     parts = []
-    for name, what in (("config_point", "the run's own decomposition"), ("best_point", "the most accurate sweep point that fast")):
+    for name, what in (("config_point", "The run's own decomposition"), ("best_point", "the most accurate sweep point that fast")):
         point = check.get(name)
         if point:
             verdict = "meets it" if point["met"] else (
