@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from trp.lowrank import weight_to_matrix
+from trp.models import create_model
 from trp.plots import plot_accuracy_vs_speedup, plot_rank_dynamics, plot_spectra, plot_training_curves
 from trp.train import load_train_config
 from trp.train.config import OptimSection
@@ -303,6 +305,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
               "chosen on the test set (as a curve in the paper's Fig. 3 is), so it only counts as such.", ""]
     for check in checks:
         lines.append(_target_line(check))
+    lines += _fit_text(results)
     lines += _fig2_text(results)
     if figures:
         lines += ["", "### Figures", ""]
@@ -319,6 +322,45 @@ def lr_sum(optim: OptimSection, steps_per_epoch: int = 100) -> float:
     effect of a per-step term such as the nuclear norm's lr * lambda * U V^T)."""
     factor = lr_factor_fn(optim, steps_per_epoch)
     return optim.lr * sum(factor(step) for step in range(optim.epochs * steps_per_epoch)) / steps_per_epoch
+
+
+FIT_EPOCHS = (1, 3, 10)  # epochs at which the fit table shows the rank sum (and the last one)
+
+
+def _fit_text(results: Results) -> list[str]:
+    """Per trained run, from its metrics.jsonl: the last epoch's train and test top-1 (an
+    underfit net has a low train top-1, an overfit one a wide gap) and the sum over its conv
+    layers of the ranks its config's criterion keeps, after a few epochs and at the end (how
+    fast TRP cuts the rank, and where it settles)."""
+    lines = []
+    for run, label in TRAINED.items():
+        epochs = [r for r in results.jsonl(run, "metrics.jsonl") if r["phase"] == "train"]
+        if not epochs:
+            continue
+        last = epochs[-1]
+        sums = [sum(epochs[n - 1]["ranks"].values()) for n in FIT_EPOCHS if n < len(epochs)]
+        sums.append(sum(last["ranks"].values()))
+        scheme = _config(run).decompose.scheme
+        lines.append(f"| {label} | {scheme} | {100 * last['train_accuracy']:.2f} | "
+                     f"{100 * last['test_accuracy']:.2f} | {100 * (last['train_accuracy'] - last['test_accuracy']):.2f} | "
+                     + " / ".join(map(str, sums)) + f" | {full_rank_sum(last['ranks'], scheme)} |")
+    if not lines:
+        return []
+    shown = " / ".join(str(n) for n in FIT_EPOCHS)
+    return ["", "### How each trained run fit", "",
+            "From each run's `metrics.jsonl`, at its last epoch (train top-1 is measured on the augmented "
+            "training batches during the epoch). Rank sum: the ranks its config's criterion keeps, summed over "
+            f"its conv layers, after epochs {shown} and the last (a baseline or Nu run is scored at the same "
+            "criterion, with no projection).", "",
+            "| run | scheme | train top-1 | test top-1 (dense) | gap | rank sum after epochs "
+            f"{shown} / last | full-rank sum |", "|---|---|---|---|---|---|---|", *lines]
+
+
+def full_rank_sum(layers: dict[str, int], scheme: str) -> int:
+    """Sum of the full ranks (the short side of each weight's ``scheme`` matrix) of ResNet-20's
+    conv ``layers``, named as in ``model.named_modules()``."""
+    modules = dict(create_model("resnet20").named_modules())
+    return sum(min(weight_to_matrix(modules[name].weight, scheme).shape[1:]) for name in layers)
 
 
 def _fig2_text(results: Results) -> list[str]:

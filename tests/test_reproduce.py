@@ -96,7 +96,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     root = tmp_path / "cifar10"
     write(root / "baseline" / "summary.json", fake_summary(0.9100, 0.9000, 1.2, seconds=7200))
     write(root / "baseline" / "metrics.jsonl", "".join(
-        json.dumps({"phase": "train", "epoch": i, "test_accuracy": 0.3 * i}) + "\n" for i in (1, 2, 3)))
+        json.dumps({"phase": "train", "epoch": i, "train_accuracy": 0.31 * i, "test_accuracy": 0.3 * i,
+                    "ranks": {report.LAYER: 60 - i, "conv1": 9}}) + "\n" for i in (1, 2, 3)))
     # TRP2+Nu: its own decomposition, 90.20 % at 2.9x, is 0.80 below 91.00: met.
     write(root / "trp2-nu" / "summary.json", fake_summary(0.9050, 0.9020, 2.9))
     write(root / "trp2-nu" / "projections.jsonl", "".join(
@@ -151,6 +152,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
                                       "training_curves.png"}
     assert all((root / name).stat().st_size > 1000 for name in result["figures"])
     assert "![fig3_channel](cifar10/fig3_channel.png)" in text  # relative to the markdown file
+    # the fit table: epochs 1 and the last (3 is the last, 10 not reached); channel full ranks 64 + 16
+    assert "| baseline | channel | 93.00 | 90.00 | 3.00 | 68 / 66 | 80 |" in text
     assert "projection 2: 62 (paper 59); 59 at the last projection" in text  # 5 projections: the rest not reached
     report.write_report(report.Results(root), markdown)  # rewriting replaces the section
     assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1
