@@ -223,6 +223,8 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     result = json.loads((tmp_path / "quickstart.json").read_text())
     assert set(result["sweeps"]) == {"baseline", "TRP2+Nu"}
     assert len(result["sweeps"]["TRP2+Nu"]) == 7
+    trained = sum(summary["training_seconds"] for summary in result["summaries"].values())
+    assert result["wall_seconds"] >= trained > 0  # both runs trained in this call
     assert (tmp_path / "accuracy_vs_speedup.png").stat().st_size > 10_000
     assert "e=0.02" in capsys.readouterr().out
 

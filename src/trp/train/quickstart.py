@@ -5,6 +5,7 @@ fine-tuning, print the table and plot accuracy against conv-MAC speed-up."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ def quickstart_configs(out_dir: Path, epochs: int, device: str, progress: bool) 
 
 def run_quickstart(out_dir: str | Path, epochs: int = 30, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Train (or reuse finished runs in ``out_dir``), sweep, and write ``quickstart.json`` and
-    ``accuracy_vs_speedup.png`` there."""
+    ``accuracy_vs_speedup.png`` there. ``quickstart.json`` records ``wall_seconds``: this
+    call's time from start to the JSON, training and sweeps included (less when runs are reused)."""
+    started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     configs = quickstart_configs(out, epochs, device, progress)
@@ -60,7 +63,11 @@ def run_quickstart(out_dir: str | Path, epochs: int = 30, device: str = "auto", 
         else:
             summaries[label] = run_training(config, resume=(run_dir / "last.pt").exists())
         curves[label] = _sweep(config, run_dir)
-    result = {"summaries": {k: {key: v[key] for key in ("dense", "decomposed", "training_seconds")} for k, v in summaries.items()}, "sweeps": curves}
+    result = {
+        "summaries": {k: {key: v[key] for key in ("dense", "decomposed", "training_seconds")} for k, v in summaries.items()},
+        "sweeps": curves,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
     (out / "quickstart.json").write_text(json.dumps(result, indent=2) + "\n")
     baseline = 100 * summaries["baseline"]["dense"]["accuracy"]
     plot = plot_accuracy_vs_speedup(
