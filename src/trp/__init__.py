@@ -25,6 +25,7 @@ from .lowrank import LowRankSolution, matrix_to_weight, truncated_svd, weight_to
 from .plan import PlanEntry, RankPlan
 from .rank_training import TRPConfig, TRPHandle, attach_trp
 from .report import DecompositionReport, LayerReport
+from .response_fit import LayerFit, decompose_on_data_
 from .surgery import apply_plan_, decompose_
 
 __version__ = "0.1.0"
@@ -38,6 +39,8 @@ __all__ = [
     "models",
     "target",
     "decompose_",
+    "decompose_on_data_",
+    "LayerFit",
     "apply_plan_",
     "attach_trp",
     "TRPConfig",

@@ -1,0 +1,103 @@
+"""decompose_on_data_: factors fitted to a layer's responses, checked against the float64
+optimum computed independently (the SVD of the stacked responses)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import trp
+
+
+def correlated_batches(channels: int, count: int = 4, size: int = 6, seed: int = 0) -> list[torch.Tensor]:
+    """Inputs whose channels are mixed and scaled unevenly, so the responses' principal
+    directions differ from the weight's singular vectors."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(channels, channels, generator=generator) * torch.logspace(0, -2, channels)
+    return [torch.einsum("dc,bchw->bdhw", mixing, torch.randn(8, channels, size, size, generator=generator))
+            for _ in range(count)]
+
+
+def responses(layer: nn.Module, batches: list[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+    """Output rows (one per position) of ``layer`` in float64, minus ``bias``."""
+    layer = copy.deepcopy(layer).double()
+    rows = []
+    with torch.no_grad():
+        for x in batches:
+            y = layer(x.double())
+            if bias is not None:
+                y = y - bias.double().view(1, -1, *([1] * (y.dim() - 2)))
+            rows.append(y.movedim(1, -1).reshape(-1, y.shape[1]))
+    return torch.cat(rows)
+
+
+def optimal_error(y: torch.Tensor, rank: int, groups: int) -> float:
+    """Eckart–Young: the least ``||Y - Y_r||^2 / ||Y||^2`` over rank-``rank`` maps, per group."""
+    tail = sum(torch.linalg.svdvals(block)[rank:].square().sum() for block in y.chunk(groups, dim=1))
+    return float(tail / y.square().sum())
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_fitted_conv_reaches_the_float64_optimum_and_beats_the_weight_svd(groups):
+    torch.manual_seed(0)
+    dense = nn.Conv2d(8, 16, 3, padding=1, groups=groups, bias=True)
+    model = nn.Sequential(dense)
+    batches = correlated_batches(8)
+    reference = responses(nn.Sequential(dense), batches, dense.bias)
+    bias = dense.bias.detach().clone()
+    config = trp.DecomposeConfig(criterion=trp.FixedRankCriterion(3), keep_unprofitable=True)
+
+    report, fits = trp.decompose_on_data_(model, config, batches[0][:1], batches)
+
+    (fit,) = fits
+    layer = model[0]
+    assert isinstance(layer, trp.ChannelWiseConv2d) and layer.rank == 3 and report.decomposed[0].rank == 3
+    achieved = responses(layer, batches, bias)
+    measured = float((reference - achieved).square().sum() / reference.square().sum())
+    assert measured == pytest.approx(optimal_error(reference, 3, groups), rel=1e-4)
+    assert fit.fitted_error == pytest.approx(measured, rel=1e-4)
+    svd_model = nn.Sequential(trp.ChannelWiseConv2d.from_dense(dense, trp.FixedRankCriterion(3)))
+    svd_measured = float((reference - responses(svd_model, batches, bias)).square().sum() / reference.square().sum())
+    assert fit.svd_error == pytest.approx(svd_measured, rel=1e-4)
+    assert fit.fitted_error < 0.9 * fit.svd_error  # the uneven inputs make the data matter
+    assert torch.equal(layer.second.bias.detach(), bias)
+
+
+def test_with_white_inputs_the_fit_is_the_weight_svd():
+    torch.manual_seed(0)
+    dense = nn.Linear(12, 10)
+    inputs = torch.linalg.qr(torch.randn(48, 12)).Q * 48**0.5  # E[x x^T] = I exactly
+    model = nn.Sequential(dense)
+    config = trp.DecomposeConfig(criterion=trp.FixedRankCriterion(4), keep_unprofitable=True)
+    svd_layer = trp.LowRankLinear.from_dense(dense, trp.FixedRankCriterion(4))
+
+    _, (fit,) = trp.decompose_on_data_(model, config, inputs[:1], [inputs])
+
+    assert fit.fitted_error == pytest.approx(fit.svd_error, rel=1e-6)
+    torch.testing.assert_close(model[0].dense_weight(), svd_layer.dense_weight(), atol=1e-5, rtol=1e-4)
+
+
+def test_calibration_batches_may_carry_labels_and_the_model_keeps_its_mode():
+    model = trp.models.create_model("resnet20", num_classes=3).train()
+    images = torch.randn(4, 3, 16, 16)
+    config = trp.DecomposeConfig(criterion=trp.EnergyCriterion(0.3), exclude=(r"conv1",))
+    report, fits = trp.decompose_on_data_(model, config, images[:1], [(images, torch.zeros(4, dtype=torch.long))])
+    assert model.training and len(fits) == len(report.decomposed) > 0
+    assert all(fit.fitted_error <= fit.svd_error + 1e-9 for fit in fits)
+    assert model(images).shape == (4, 3)
+
+
+def test_bad_calibration_and_spatial_scheme_are_refused_and_leave_the_model_alone():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 2))
+    x = torch.randn(2, 3, 6, 6)
+    with pytest.raises(ValueError, match="scheme 'spatial' is not supported"):
+        trp.decompose_on_data_(model, trp.DecomposeConfig(scheme="spatial"), x, [x])
+    with pytest.raises(ValueError, match="yielded no batch"):
+        trp.decompose_on_data_(model, trp.DecomposeConfig(), x, [])
+    branch = nn.ModuleDict({"used": nn.Linear(4, 4), "unused": nn.Linear(4, 4)})
+    only_used = type("OnlyUsed", (nn.Module,), {"forward": lambda self, x: branch["used"](x)})()
+    only_used.branch = branch
+    with pytest.raises(ValueError, match=r"\['branch.unused'\] did not run"):
+        trp.decompose_on_data_(only_used, trp.DecomposeConfig(), torch.randn(2, 4), [torch.randn(2, 4)])
+    assert all(type(m) in (nn.Conv2d, nn.Flatten, nn.Linear) for m in model)
