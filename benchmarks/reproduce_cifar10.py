@@ -8,8 +8,8 @@ Runs, one after the other, every method from its committed config in configs/cif
 for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the baseline
 decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned;
 resnet20-trp{1,2}-nu-{e0.01,strong}-cpu.toml: the search for better settings; resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions), sweeps each trained net over
-energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme),
-then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
+energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
+and with the channel scheme also fitted to its responses on training images), then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
 again after an interruption and it continues each run from its last completed epoch and
 skips finished work; two invocations with different ``--methods`` may run side by side.
 Checkpoints live in the work directory (default ``~/.cache/trp/reproduce-cifar10``, outside
@@ -34,7 +34,7 @@ from trp.data.download import extract_tar
 from trp.train import load_train_config, run_training
 from trp.train.sweep import run_sweep
 
-from report_cifar10 import LAYER, RESULTS, write_report
+from report_cifar10 import CALIBRATION_IMAGES, DATA_FIT, LAYER, RESULTS, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -112,8 +112,10 @@ def sweep_method(method: str, data_root: Path, work: Path) -> None:
     dataset = load_dataset("imagefolder", data_root)
     config = load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").decompose_config()
     schemes = ("channel", "spatial") if method in ("baseline", "nu") else (config.scheme,)
-    for scheme in schemes:
-        label = {"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method)
+    sweeps = [({"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method), scheme, 0) for scheme in schemes]
+    if method == "baseline":
+        sweeps.append((DATA_FIT, "channel", CALIBRATION_IMAGES))
+    for label, scheme, calibration_images in sweeps:
         out = RESULTS / "sweeps" / label
         done = out / "sweep.json"
         if done.exists() and f"{label}: {LAYER}" in json.loads(done.read_text())["spectra"]:
@@ -121,6 +123,7 @@ def sweep_method(method: str, data_root: Path, work: Path) -> None:
         run_sweep(
             [work / "runs" / method / "dense.pt"], [label], dataset, dataclasses.replace(config, scheme=scheme),
             [EnergyCriterion(e) for e in SWEEP_ENERGIES], out, model_name="resnet20", spectrum_layers=[LAYER],
+            calibration_images=calibration_images,
         )
 
 

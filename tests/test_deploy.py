@@ -163,6 +163,22 @@ def test_cli_sweep_runs_end_to_end(tmp_path, capsys):
     assert main(argv[:3] + ["--labels", "only-one", "--dataset", "digits", "--out", str(tmp_path / "o2")]) == 2
 
 
+def test_cli_sweep_fitted_on_data_keeps_the_ranks_and_refuses_the_spatial_scheme(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the digits dataset comes with scikit-learn")
+    pytest.importorskip("matplotlib", reason="sweep plots need matplotlib")
+    model = trp.models.create_model("resnet20", num_classes=10, in_channels=1)
+    trp.save_checkpoint(tmp_path / "m.pt", model, None, {"name": "resnet20", "kwargs": {"in_channels": 1}})
+    argv = ["sweep", str(tmp_path / "m.pt"), "--dataset", "digits", "--criteria", "fraction:0.5", "fraction:0.25"]
+    assert main(argv + ["--out", str(tmp_path / "svd")]) == 0
+    assert main(argv + ["--fit-on-data", "64", "--out", str(tmp_path / "fit")]) == 0
+    svd, fit = (json.loads((tmp_path / name / "sweep.json").read_text()) for name in ("svd", "fit"))
+    assert (svd["calibration_images"], fit["calibration_images"]) == (0, 64)
+    assert [p["conv_speedup"] for p in fit["models"]["m"]["points"]] == [p["conv_speedup"] for p in svd["models"]["m"]["points"]]
+    capsys.readouterr()
+    assert main(argv + ["--fit-on-data", "64", "--scheme", "spatial", "--out", str(tmp_path / "no")]) == 2
+    assert "needs the channel scheme" in capsys.readouterr().err
+
+
 def test_measured_mode_keeps_slower_layers_dense(monkeypatch):
     import trp.measured as measured
 

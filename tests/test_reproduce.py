@@ -115,6 +115,9 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     write(root / "sweeps" / "trp1-nu" / "sweep.json", fake_sweep("trp1-nu", [(0.02, 2.0, 0.905)], report.LAYER))
     write(root / "sweeps" / "basic-spatial" / "sweep.json",
           fake_sweep("basic-spatial", [(0.02, 1.3, 0.85), (0.1, 2.9, 0.40)], report.LAYER))
+    write(root / "sweeps" / "basic-data-channel" / "sweep.json",
+          {**fake_sweep("basic-data-channel", [(0.05, 1.2, 0.86), (0.12, 1.45, 0.80)], report.LAYER),
+           "calibration_images": 512})
     write(root / "sweeps" / "nu-channel" / "sweep.json", {"models": {}, "spectra": {}})  # interrupted
     write(root / "basic-ft-spatial-2.8x" / "summary.json", fake_summary(0.9100, 0.3000, 2.8, seconds=0, finetuned=0.8800))
     write(root / "basic-ft-spatial-2.8x" / "metrics.jsonl", "".join(
@@ -136,6 +139,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert rows[("TRP2+Nu", "spatial")]["decomposed"] == pytest.approx(90.20)
     assert rows[("TRP2+Nu", "spatial")]["paper_accuracy"] == 90.62
     assert rows[("basic (no fine-tune), e = 0.1", "spatial")]["decomposed"] == pytest.approx(40.0)  # first >= 1.66x
+    assert rows[("basic fitted to data (no fine-tune), e = 0.12", "channel")]["decomposed"] == pytest.approx(80.0)
     assert rows[("basic + 2-epoch fine-tune", "spatial")]["decomposed"] == pytest.approx(88.0)
     assert rows[("basic + 2-epoch fine-tune", "spatial")]["hours"] == pytest.approx(1.0)
     assert rows[("basic + fine-tune", "channel")]["status"] == "not finished"
@@ -146,6 +150,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert "| TRP2+Nu | spatial | 90.62 | 2.84x | -1.12 | 90.50 | 90.20 | -0.80 | 2.90x | 120,000 | 1.00 |" in text
     assert "no sweep point reaches 2.2x (fastest 2.00x)" in text
     assert "lambda = 0.0003 x 5.76 restores" in text  # from the committed configs' schedules
+    assert "its responses on 512 training images" in text  # from the sweep's own record
     assert "*e = 0.01* rows prune less energy at each projection than the paper's energy:0.02" in text
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
                                       "spectra_spatial.png", "fig2_channel.png", "fig2_spatial.png",

@@ -23,7 +23,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.data_root, **dict(_option(o) for o in args.data_option))
     result = run_sweep(
         args.checkpoints, labels, dataset, config, [parse_criterion(c) for c in args.criteria], args.out,
-        model_name=args.model, spectrum_layers=args.spectrum_layers,
+        model_name=args.model, spectrum_layers=args.spectrum_layers, calibration_images=args.fit_on_data,
     )
     print(f"{'model':<14} {'criterion':<16} {'speed-up':>8} {'accuracy':>9} {'params':>10}")
     for label, data in result["models"].items():
@@ -78,6 +78,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--criteria", nargs="+", default=["energy:0.005", "energy:0.01", "energy:0.02", "energy:0.05", "energy:0.1"],
                        help="criteria to sweep (default: energy 0.005 to 0.1)")
     add_decompose_arguments(sweep)
+    sweep.add_argument("--fit-on-data", type=int, default=0, metavar="N",
+                       help="fit each layer's factors to its responses on N training images (channel scheme; "
+                            "Zhang et al.'s linear solution) instead of the weights' SVD alone")
     sweep.add_argument("--spectrum-layers", nargs="+", default=[], metavar="NAME", help="layers for spectra.png")
     sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory (default runs/sweep)")
     sweep.set_defaults(run=_cmd_sweep)

@@ -18,12 +18,14 @@ from ..config import DecomposeConfig
 from ..criteria import RankCriterion
 from ..data import ImageDataset
 from ..models import create_model
+from ..data import normalize
 from ..plots import plot_accuracy_vs_speedup, plot_layer_ranks, plot_spectra
+from ..response_fit import decompose_on_data_
 from ..surgery import decompose_, factorized_class_for
 from .loop import Batches, evaluate
 from .runtime import Runtime
 
-__all__ = ["SweepPoint", "sweep_criteria", "accuracy_on", "load_trained", "run_sweep"]
+__all__ = ["SweepPoint", "sweep_criteria", "accuracy_on", "calibration_batches", "load_trained", "run_sweep"]
 
 
 @dataclass
@@ -44,13 +46,19 @@ def sweep_criteria(
     criteria: Sequence[RankCriterion],
     evaluate_accuracy: Callable[[nn.Module], float],
     example_input: torch.Tensor,
+    calibration: Sequence[torch.Tensor] = (),
 ) -> list[SweepPoint]:
     """For each criterion: decompose a copy of ``model`` with ``config`` (its criterion
-    replaced) and evaluate it. ``model`` itself is not changed."""
+    replaced) and evaluate it. ``model`` itself is not changed. With ``calibration`` batches
+    the factors are fitted to the layers' responses on them (:func:`trp.decompose_on_data_`)."""
     points = []
     for criterion in criteria:
         candidate = copy.deepcopy(model)
-        report = decompose_(candidate, dataclasses.replace(config, criterion=criterion), example_input)
+        candidate_config = dataclasses.replace(config, criterion=criterion)
+        if calibration:
+            report, _ = decompose_on_data_(candidate, candidate_config, example_input, calibration)
+        else:
+            report = decompose_(candidate, candidate_config, example_input)
         points.append(
             SweepPoint(criterion.to_dict(), report.conv_speedup, evaluate_accuracy(candidate), report.params_after, len(report.decomposed))
         )
@@ -62,6 +70,16 @@ def accuracy_on(dataset: ImageDataset, batch_size: int = 512) -> Callable[[nn.Mo
     runtime = Runtime(torch.device("cpu"))
     batches = Batches(dataset.mean, dataset.std, runtime.device, channels_last=False, bf16=False)
     return lambda model: evaluate(model, dataset.test, batches, runtime, batch_size)[1]
+
+
+def calibration_batches(dataset: ImageDataset, images: int, batch_size: int = 256, seed: int = 0) -> list[torch.Tensor]:
+    """``images`` training images drawn at random (seeded, without replacement; no
+    augmentation), normalized, in CPU batches: the calibration data of a data-fitted sweep."""
+    if not 0 < images <= len(dataset.train):
+        raise ValueError(f"calibration needs 1 to {len(dataset.train)} training images, got {images}.")
+    chosen = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[:images]
+    return [normalize(dataset.train.images[chosen[first : first + batch_size]], dataset.mean, dataset.std)
+            for first in range(0, images, batch_size)]
 
 
 def load_trained(path: Path, model_name: str | None, dataset: ImageDataset) -> nn.Module:
@@ -85,20 +103,27 @@ def run_sweep(
     out_dir: Path,
     model_name: str | None = None,
     spectrum_layers: Sequence[str] = (),
+    calibration_images: int = 0,
 ) -> dict[str, Any]:
     """Sweep every checkpoint over ``criteria``; write ``sweep.json``,
     ``accuracy_vs_speedup.png``, ``ranks.png`` (per-layer ranks at the first criterion) and
     ``spectra.png`` (singular values of ``spectrum_layers``, default: the middle targeted
-    layer) into ``out_dir``. Returns what ``sweep.json`` holds."""
+    layer) into ``out_dir``. Returns what ``sweep.json`` holds. ``calibration_images > 0``
+    fits the factors to the responses on that many training images (channel scheme only)."""
     if len(labels) != len(checkpoints):
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(labels)} labels: give one label per checkpoint.")
+    if calibration_images and config.scheme != "channel":
+        raise ValueError(f"fitting to data (calibration_images={calibration_images}) needs the channel scheme, "
+                         f"not {config.scheme!r}.")
     accuracy = accuracy_on(dataset)
     example = torch.zeros(1, *dataset.input_size)
-    result: dict[str, Any] = {"criteria": [c.to_dict() for c in criteria], "scheme": config.scheme, "models": {}}
+    calibration = calibration_batches(dataset, calibration_images) if calibration_images else []
+    result: dict[str, Any] = {"criteria": [c.to_dict() for c in criteria], "scheme": config.scheme,
+                              "calibration_images": calibration_images, "models": {}}
     ranks, spectra = {}, {}
     for path, label in zip(checkpoints, labels):
         model = load_trained(path, model_name, dataset)
-        points = sweep_criteria(model, config, criteria, accuracy, example)
+        points = sweep_criteria(model, config, criteria, accuracy, example, calibration)
         first = copy.deepcopy(model)
         report = decompose_(first, dataclasses.replace(config, criterion=criteria[0]), example)
         ranks[label] = {layer.name: layer.rank for layer in report.layers if layer.rank is not None}
