@@ -7,7 +7,8 @@ Runs, one after the other, every method from its committed config in configs/cif
 (resnet20-{baseline,nu,trp1,trp1-nu,trp2,trp2-nu}-cpu.toml: one 30-epoch one-cycle schedule
 for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the baseline
 decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned;
-resnet20-trp{1,2}-nu-{e0.01,strong}-cpu.toml: the search for better settings; resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions), sweeps each trained net over
+resnet20-trp{1,2}-nu-e0.01-cpu.toml: the search for better settings;
+resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
 and with the channel scheme also fitted to its responses on training images), then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
 again after an interruption and it continues each run from its last completed epoch and
@@ -39,8 +40,7 @@ from report_cifar10 import CALIBRATION_IMAGES, DATA_FIT, LAYER, RESULTS, write_r
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
     "baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial",
-    "trp1-nu-e0.01", "trp2-nu-e0.01",  # the search: half the energy pruned per projection,
-    "trp1-nu-strong", "trp2-nu-strong",  # and lambda matched to the short schedule
+    "trp1-nu-e0.01", "trp2-nu-e0.01",  # the search: half the energy pruned per projection
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
 )
 BASIC_FT_SPEEDUPS = {"channel": (1.5, 2.2, 3.0), "spatial": (2.0, 2.8, 4.0)}  # conv-MAC targets

@@ -107,9 +107,9 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     write(root / "sweeps" / "trp2-nu" / "sweep.json",
           fake_sweep("trp2-nu", [(0.02, 2.9, 0.9019), (0.05, 3.5, 0.8850)], report.LAYER))
     # The search run misses with its own criterion (too slow) but a swept energy meets it.
-    write(root / "trp2-nu-strong" / "summary.json", fake_summary(0.9050, 0.9040, 2.5))
-    write(root / "sweeps" / "trp2-nu-strong" / "sweep.json",
-          fake_sweep("trp2-nu-strong", [(0.02, 2.5, 0.904), (0.05, 2.85, 0.9000)], report.LAYER))
+    write(root / "trp2-nu-e0.01" / "summary.json", fake_summary(0.9050, 0.9040, 2.5))
+    write(root / "sweeps" / "trp2-nu-e0.01" / "sweep.json",
+          fake_sweep("trp2-nu-e0.01", [(0.02, 2.5, 0.904), (0.05, 2.85, 0.9000)], report.LAYER))
     # TRP1+Nu: never reaches 2.2x.
     write(root / "trp1-nu" / "summary.json", fake_summary(0.9060, 0.9050, 2.0))
     write(root / "sweeps" / "trp1-nu" / "sweep.json", fake_sweep("trp1-nu", [(0.02, 2.0, 0.905)], report.LAYER))
@@ -131,10 +131,9 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     targets = {t["method"]: t for t in result["targets"]}
     assert targets["TRP2+Nu"]["status"] == "met"
     assert targets["TRP2+Nu"]["config_point"]["margin"] == pytest.approx(90.20 - (91.00 - 1.1))
-    assert targets["TRP2+Nu, lambda 0.0017"]["status"] == "met only with an energy chosen on the test set"
+    assert targets["TRP2+Nu, e = 0.01"]["status"] == "met only with an energy chosen on the test set"
     assert targets["TRP1+Nu"]["status"] == "missed" and targets["TRP1+Nu"]["best_point"] is None
-    assert targets["TRP1+Nu, lambda 0.0017"]["status"] == "not finished"
-    assert targets["TRP2+Nu, e = 0.01"]["status"] == "not finished"
+    assert targets["TRP1+Nu, e = 0.01"]["status"] == "not finished"
     rows = {(r["method"], r["scheme"]): r for r in result["rows"]}
     assert rows[("TRP2+Nu", "spatial")]["decomposed"] == pytest.approx(90.20)
     assert rows[("TRP2+Nu", "spatial")]["paper_accuracy"] == 90.62
@@ -149,7 +148,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert text.startswith("# Results\n\nkept\n") and text.count("<!-- CIFAR10:BEGIN -->") == 1
     assert "| TRP2+Nu | spatial | 90.62 | 2.84x | -1.12 | 90.50 | 90.20 | -0.80 | 2.90x | 120,000 | 1.00 |" in text
     assert "no sweep point reaches 2.2x (fastest 2.00x)" in text
-    assert "lambda = 0.0003 x 5.76 restores" in text  # from the committed configs' schedules
+    assert "push 5.76x less in total" in text  # from the committed configs' schedules
     assert "its responses on 512 training images" in text  # from the sweep's own record
     assert "*e = 0.01* rows prune less energy at each projection than the paper's energy:0.02" in text
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
