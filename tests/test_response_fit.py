@@ -64,6 +64,17 @@ def test_fitted_conv_reaches_the_float64_optimum_and_beats_the_weight_svd(groups
     assert torch.equal(layer.second.bias.detach(), bias)
 
 
+def test_a_linear_layer_over_tokens_is_fitted_per_token():
+    torch.manual_seed(0)
+    dense = nn.Linear(6, 5)
+    tokens = correlated_batches(6, count=1)[0].flatten(2).transpose(1, 2)  # (8, 36, 6): batch, token, feature
+    reference = dense(tokens).detach().double() - dense.bias.detach().double()
+    model = nn.Sequential(dense)
+    config = trp.DecomposeConfig(criterion=trp.FixedRankCriterion(2), keep_unprofitable=True)
+    _, (fit,) = trp.decompose_on_data_(model, config, tokens[:1], [tokens])
+    assert fit.fitted_error == pytest.approx(optimal_error(reference.reshape(-1, 5), 2, 1), rel=1e-4)
+
+
 def test_with_white_inputs_the_fit_is_the_weight_svd():
     torch.manual_seed(0)
     dense = nn.Linear(12, 10)

@@ -65,10 +65,11 @@ def response_moments(
     def hook(name: str):
         def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             y = output.detach().double()
+            if isinstance(module, nn.Conv2d):
+                y = y.movedim(1, -1)  # (B, H, W, n): channels last, like a linear layer's output
             if module.bias is not None:
-                shape = (1, -1, 1, 1) if y.dim() == 4 else (1, -1)
-                y = y - module.bias.detach().double().view(shape)
-            rows = y.movedim(1, -1).reshape(-1, y.shape[1])  # one row per position
+                y = y - module.bias.detach().double()
+            rows = y.reshape(-1, y.shape[-1])  # one row per position (or per token)
             moment = rows.T @ rows
             sums[name] = moment if sums[name] is None else sums[name] + moment
             counts[name] += rows.shape[0]
