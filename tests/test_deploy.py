@@ -176,7 +176,7 @@ def test_cli_sweep_fitted_on_data_keeps_the_ranks_and_refuses_the_spatial_scheme
     assert [p["conv_speedup"] for p in fit["models"]["m"]["points"]] == [p["conv_speedup"] for p in svd["models"]["m"]["points"]]
     capsys.readouterr()
     assert main(argv + ["--fit-on-data", "64", "--scheme", "spatial", "--out", str(tmp_path / "no")]) == 2
-    assert "needs the channel scheme" in capsys.readouterr().err
+    assert "--fit-on-data needs --scheme channel" in capsys.readouterr().err
 
 
 def test_measured_mode_keeps_slower_layers_dense(monkeypatch):

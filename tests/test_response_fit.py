@@ -99,6 +99,30 @@ def test_calibration_batches_may_carry_labels_and_the_model_keeps_its_mode():
     assert model(images).shape == (4, 3)
 
 
+def test_responses_that_span_too_few_directions_fall_back_to_the_weights_svd():
+    torch.manual_seed(0)
+    dense = nn.Linear(16, 12)
+    svd_weight = trp.LowRankLinear.from_dense(dense, trp.FixedRankCriterion(6)).dense_weight()
+    config = trp.DecomposeConfig(criterion=trp.FixedRankCriterion(6), keep_unprofitable=True)
+    zero = nn.Sequential(nn.Linear(16, 12))
+    zero[0].load_state_dict(dense.state_dict())
+    _, (fit,) = trp.decompose_on_data_(zero, config, torch.zeros(1, 16), [torch.zeros(8, 16)])
+    torch.testing.assert_close(zero[0].dense_weight(), svd_weight, atol=1e-5, rtol=1e-4)
+    assert (fit.svd_error, fit.fitted_error) == (0.0, 0.0)
+    # Inputs in a 3-dimensional subspace: the fit reproduces them exactly; the other 3 of the
+    # 6 directions come from the weight (deterministic), so the fit keeps the weight's own
+    # energy outside the data far better than arbitrary directions would.
+    low = nn.Sequential(nn.Linear(16, 12))
+    low[0].load_state_dict(dense.state_dict())
+    inputs = torch.randn(64, 3) @ torch.randn(3, 16)
+    _, (fit,) = trp.decompose_on_data_(low, config, inputs[:1], [inputs])
+    assert fit.fitted_error < 1e-9
+    fitted = low[0].dense_weight().detach()
+    outside = torch.linalg.matrix_norm(fitted - dense.weight.detach()) / torch.linalg.matrix_norm(dense.weight.detach())
+    weight_svd = torch.linalg.matrix_norm(svd_weight - dense.weight.detach()) / torch.linalg.matrix_norm(dense.weight.detach())
+    assert outside < 1.5 * weight_svd
+
+
 def test_bad_calibration_and_spatial_scheme_are_refused_and_leave_the_model_alone():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 2))
     x = torch.randn(2, 3, 6, 6)
@@ -111,4 +135,15 @@ def test_bad_calibration_and_spatial_scheme_are_refused_and_leave_the_model_alon
     only_used.branch = branch
     with pytest.raises(ValueError, match=r"\['branch.unused'\] did not run"):
         trp.decompose_on_data_(only_used, trp.DecomposeConfig(), torch.randn(2, 4), [torch.randn(2, 4)])
+    with pytest.raises(TypeError, match=r"not one tensor: pass \[inputs\]"):
+        trp.decompose_on_data_(model, trp.DecomposeConfig(), x, x)
+    with pytest.raises(ValueError, match=r"calibration batch 2 \(shape \(2, 5, 6, 6\).*does not run through the model"):
+        trp.decompose_on_data_(model, trp.DecomposeConfig(), x, [x, torch.randn(2, 5, 6, 6)])
+    poisoned = x.clone()
+    poisoned[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="contain NaN or infinite values"):
+        trp.decompose_on_data_(model, trp.DecomposeConfig(), x, [x, poisoned])
     assert all(type(m) in (nn.Conv2d, nn.Flatten, nn.Linear) for m in model)
+    # Nothing to factorize: an empty fit, as decompose_ gives an empty report.
+    report, fits = trp.decompose_on_data_(model, trp.DecomposeConfig(exclude=(r"0",), decompose_linear=False), x, [x])
+    assert fits == [] and report.decomposed == []

@@ -54,11 +54,17 @@ def response_moments(
 ) -> dict[str, torch.Tensor]:
     """``E[y y^T]`` per layer, float64 ``(out, out)``, over every output position of every
     calibration batch; ``y`` is the layer's output minus its bias. ``model`` runs in eval
-    mode without gradients; a batch may be a tensor or a tuple whose first item is the input.
+    mode without gradients; a batch may be a tensor or a tuple whose first item is the input
+    (the rest, e.g. labels, is ignored).
 
     Raises:
-        ValueError: no batch, or a layer that never ran.
+        TypeError: ``calibration`` is one tensor (it would be iterated image by image).
+        ValueError: no batch, a batch the model cannot run, a layer that never ran, or
+            responses that are not finite.
     """
+    if isinstance(calibration, torch.Tensor):
+        raise TypeError("calibration must be an iterable of batches (a list of tensors or a DataLoader), "
+                        "not one tensor: pass [inputs].")
     sums = {name: None for name in layers}
     counts = dict.fromkeys(layers, 0)
 
@@ -79,20 +85,41 @@ def response_moments(
     handles = [module.register_forward_hook(hook(name)) for name, module in layers.items()]
     was_training = model.training
     model.eval()
+    batches = 0
     try:
         with torch.no_grad():
-            for batch in calibration:
-                model(_first_tensor(batch))
+            for batches, batch in enumerate(calibration, start=1):
+                inputs = _first_tensor(batch)
+                try:
+                    model(inputs)
+                except (RuntimeError, TypeError, ValueError) as error:
+                    raise ValueError(
+                        f"calibration batch {batches} ({_describe(inputs)}) does not run through the model: {error} "
+                        "Calibration batches must be inputs the model accepts, on its device and dtype, normalized "
+                        "as in training."
+                    ) from None
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    if not any(counts.values()):
+    if batches == 0:
         raise ValueError("the calibration data yielded no batch: pass at least one input batch.")
     silent = [name for name, count in counts.items() if count == 0]
     if silent:
-        raise ValueError(f"layers {silent} did not run on the calibration data, so they cannot be fitted to it.")
-    return {name: sums[name] / counts[name] for name in layers}
+        raise ValueError(f"layers {silent} did not run on the calibration data (in eval mode), so they cannot be "
+                         "fitted to it: leave them out with DecomposeConfig(exclude=...) or a filter_fn.")
+    moments = {name: sums[name] / counts[name] for name in layers}
+    broken = [name for name, moment in moments.items() if not torch.isfinite(moment).all()]
+    if broken:
+        raise ValueError(f"the responses of layers {broken} on the calibration data contain NaN or infinite "
+                         "values: check the calibration batches.")
+    return moments
+
+
+def _describe(inputs: object) -> str:
+    if isinstance(inputs, torch.Tensor):
+        return f"shape {tuple(inputs.shape)}, {inputs.dtype}, on {inputs.device}"
+    return type(inputs).__name__
 
 
 def _projection_error(moment: torch.Tensor, basis: torch.Tensor) -> float:
@@ -110,13 +137,26 @@ def _group_blocks(moment: torch.Tensor, groups: int) -> torch.Tensor:
     return torch.stack([moment[i * size : (i + 1) * size, i * size : (i + 1) * size] for i in range(groups)])
 
 
+TIE_BREAK = 1e-9  # weight of W W^T added to the response moment, relative to trace ratios
+
+
 def _refit(layer: FactorizedLayer, dense_matrix: torch.Tensor, moment: torch.Tensor) -> tuple[float, float]:
     """Replace ``layer``'s factors by the response-fitted ones; returns the relative response
-    errors (truncated SVD, fitted)."""
+    errors (truncated SVD, fitted).
+
+    Where the calibration responses span fewer than ``rank`` directions (too few images for
+    a wide layer, or constant inputs), the eigenvectors of the rest would be arbitrary: a
+    tiny multiple of ``W W^T`` (the moment under white inputs) fills them with the weight's
+    own singular directions instead, leaving the fitted ones unchanged to working precision."""
     groups = dense_matrix.shape[0]
     blocks = _group_blocks(moment, groups)
     matrix = dense_matrix.double()
-    eigenvalues, eigenvectors = torch.linalg.eigh(blocks)
+    gram = matrix @ matrix.transpose(-2, -1)
+    scale = TIE_BREAK * float(blocks.diagonal(dim1=-2, dim2=-1).sum().clamp_min(1e-300)) / float(
+        gram.diagonal(dim1=-2, dim2=-1).sum().clamp_min(1e-300))
+    if not bool(blocks.any()):
+        scale = 1.0  # no response energy at all: fall back to the weight's SVD
+    _, eigenvectors = torch.linalg.eigh(blocks + scale * gram)
     basis = eigenvectors.flip(-1)[..., : layer.rank]  # top-r response directions, (g, m, r)
     svd_basis = thin_svd(matrix)[0][..., : layer.rank]
     # Balance the two factors (as the SVD path does) through the SVD of the small P^T W.
@@ -141,9 +181,13 @@ def decompose_on_data_(
     Args:
         model, config, example_input, filter_fn: as for :func:`trp.decompose_`. The config's
             scheme must be ``"channel"`` (linear layers are fitted too).
-        calibration: input batches (tensors, or tuples whose first item is the input),
-            already normalized as the model expects, on its device; a few thousand images
-            are plenty. Iterated once, through the dense model, before decomposing.
+        calibration: an iterable of input batches (tensors, or tuples whose first item is
+            the input, e.g. a DataLoader's ``(images, labels)``), normalized as the model
+            expects, on its device and dtype. Iterated once, through the dense model, before
+            decomposing. A conv gets one response per output position, so a few thousand
+            images are plenty; a linear layer gets one per image (or token), so give it many
+            more than its width. The fit is optimal on these data: draw them from the
+            training distribution.
 
     Returns:
         The decomposition report, and per factorized layer a :class:`LayerFit`.
@@ -151,7 +195,9 @@ def decompose_on_data_(
     Raises:
         ValueError: the spatial scheme (its two factors are not a projection of the output,
             so this fit does not apply: use :func:`trp.decompose_`), empty calibration data,
-            or a targeted layer that does not run on it.
+            a batch the model cannot run, non-finite responses, or a targeted layer that does
+            not run on the data. The model is left unchanged.
+        TypeError: ``calibration`` is one tensor instead of an iterable of batches.
     """
     if config.scheme != "channel":
         raise ValueError(
@@ -159,6 +205,8 @@ def decompose_on_data_(
             f"scheme {config.scheme!r} is not supported: use trp.decompose_ for it."
         )
     layers = dict(factorizable_layers(model, config, filter_fn))
+    if not layers:
+        return decompose_(model, config, example_input, filter_fn), []
     dense_matrices = {
         name: (ChannelWiseConv2d if isinstance(module, nn.Conv2d) else LowRankLinear).dense_matrix(module).clone()
         for name, module in layers.items()

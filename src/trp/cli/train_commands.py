@@ -20,6 +20,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     labels = args.labels or [path.stem for path in args.checkpoints]
     args.criterion = args.criteria[0]
     config = decompose_config(args)
+    if args.fit_on_data and config.scheme != "channel":
+        raise ValueError(f"--fit-on-data needs --scheme channel (got {config.scheme!r}).")
     dataset = load_dataset(args.dataset, args.data_root, **dict(_option(o) for o in args.data_option))
     result = run_sweep(
         args.checkpoints, labels, dataset, config, [parse_criterion(c) for c in args.criteria], args.out,

@@ -113,8 +113,7 @@ def run_sweep(
     if len(labels) != len(checkpoints):
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(labels)} labels: give one label per checkpoint.")
     if calibration_images and config.scheme != "channel":
-        raise ValueError(f"fitting to data (calibration_images={calibration_images}) needs the channel scheme, "
-                         f"not {config.scheme!r}.")
+        raise ValueError(f"fitting the factors to data needs the channel scheme, not {config.scheme!r}.")
     accuracy = accuracy_on(dataset)
     example = torch.zeros(1, *dataset.input_size)
     calibration = calibration_batches(dataset, calibration_images) if calibration_images else []
