@@ -152,10 +152,10 @@ def _refit(layer: FactorizedLayer, dense_matrix: torch.Tensor, moment: torch.Ten
     blocks = _group_blocks(moment, groups)
     matrix = dense_matrix.double()
     gram = matrix @ matrix.transpose(-2, -1)
-    scale = TIE_BREAK * float(blocks.diagonal(dim1=-2, dim2=-1).sum().clamp_min(1e-300)) / float(
-        gram.diagonal(dim1=-2, dim2=-1).sum().clamp_min(1e-300))
-    if not bool(blocks.any()):
-        scale = 1.0  # no response energy at all: fall back to the weight's SVD
+    response_energy = float(blocks.diagonal(dim1=-2, dim2=-1).sum())
+    weight_energy = float(gram.diagonal(dim1=-2, dim2=-1).sum())
+    # With no response energy at all (all-zero responses) this is the weight's SVD alone.
+    scale = TIE_BREAK * response_energy / weight_energy if response_energy > 0 and weight_energy > 0 else 1.0
     _, eigenvectors = torch.linalg.eigh(blocks + scale * gram)
     basis = eigenvectors.flip(-1)[..., : layer.rank]  # top-r response directions, (g, m, r)
     svd_basis = thin_svd(matrix)[0][..., : layer.rank]
