@@ -16,9 +16,8 @@ from torch import nn
 from ..checkpoint import load_decomposed, read_checkpoint
 from ..config import DecomposeConfig
 from ..criteria import RankCriterion
-from ..data import ImageDataset
+from ..data import ImageDataset, normalize
 from ..models import create_model
-from ..data import normalize
 from ..plots import plot_accuracy_vs_speedup, plot_layer_ranks, plot_spectra
 from ..response_fit import decompose_on_data_
 from ..surgery import decompose_, factorized_class_for
