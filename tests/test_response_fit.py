@@ -147,3 +147,23 @@ def test_bad_calibration_and_spatial_scheme_are_refused_and_leave_the_model_alon
     # Nothing to factorize: an empty fit, as decompose_ gives an empty report.
     report, fits = trp.decompose_on_data_(model, trp.DecomposeConfig(exclude=(r"0",), decompose_linear=False), x, [x])
     assert fits == [] and report.decomposed == []
+
+
+def test_moments_gathered_once_give_the_same_fit_at_every_rank():
+    from trp.response_fit import decompose_fitted_, response_moments
+    from trp.surgery import factorizable_layers
+
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))
+    batches = correlated_batches(8)
+    config = trp.DecomposeConfig(criterion=trp.FixedRankCriterion(3), keep_unprofitable=True)
+    moments = response_moments(dense, dict(factorizable_layers(dense, config)), batches)
+    for rank in (2, 5):
+        ranked = trp.DecomposeConfig(criterion=trp.FixedRankCriterion(rank), keep_unprofitable=True)
+        once, direct = copy.deepcopy(dense), copy.deepcopy(dense)
+        _, fits_once = decompose_fitted_(once, ranked, batches[0][:1], moments)
+        _, fits_direct = trp.decompose_on_data_(direct, ranked, batches[0][:1], batches)
+        assert fits_once == fits_direct
+        torch.testing.assert_close(once(batches[0]), direct(batches[0]))
+    with pytest.raises(ValueError, match=r"no response moments for layers \['2'\]"):
+        decompose_fitted_(copy.deepcopy(dense), config, batches[0][:1], {"0": moments["0"]})

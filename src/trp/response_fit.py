@@ -30,7 +30,7 @@ from .lowrank import thin_svd
 from .report import DecompositionReport
 from .surgery import FilterFn, decompose_, factorizable_layers
 
-__all__ = ["LayerFit", "decompose_on_data_", "response_moments"]
+__all__ = ["LayerFit", "decompose_on_data_", "decompose_fitted_", "response_moments"]
 
 
 @dataclass
@@ -168,6 +168,14 @@ def _refit(layer: FactorizedLayer, dense_matrix: torch.Tensor, moment: torch.Ten
     return _projection_error(blocks, svd_basis), _projection_error(blocks, basis)
 
 
+def _check_scheme(config: DecomposeConfig) -> None:
+    if config.scheme != "channel":
+        raise ValueError(
+            f"decompose_on_data_ fits the channel scheme (output-space projections, Zhang et al.); "
+            f"scheme {config.scheme!r} is not supported: use trp.decompose_ for it."
+        )
+
+
 def decompose_on_data_(
     model: nn.Module,
     config: DecomposeConfig,
@@ -199,19 +207,32 @@ def decompose_on_data_(
             not run on the data. The model is left unchanged.
         TypeError: ``calibration`` is one tensor instead of an iterable of batches.
     """
-    if config.scheme != "channel":
-        raise ValueError(
-            f"decompose_on_data_ fits the channel scheme (output-space projections, Zhang et al.); "
-            f"scheme {config.scheme!r} is not supported: use trp.decompose_ for it."
-        )
+    _check_scheme(config)
     layers = dict(factorizable_layers(model, config, filter_fn))
-    if not layers:
-        return decompose_(model, config, example_input, filter_fn), []
+    moments = response_moments(model, layers, calibration) if layers else {}
+    return decompose_fitted_(model, config, example_input, moments, filter_fn)
+
+
+def decompose_fitted_(
+    model: nn.Module,
+    config: DecomposeConfig,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
+    moments: dict[str, torch.Tensor],
+    filter_fn: FilterFn | None = None,
+) -> tuple[DecompositionReport, list[LayerFit]]:
+    """:func:`decompose_on_data_` from response moments computed beforehand by
+    :func:`response_moments` on this dense model's ``factorizable_layers`` (e.g. once for
+    a sweep over criteria, on copies of the model)."""
+    _check_scheme(config)
+    layers = dict(factorizable_layers(model, config, filter_fn))
+    missing = sorted(set(layers) - set(moments))
+    if missing:
+        raise ValueError(f"no response moments for layers {missing}: compute them with response_moments "
+                         "on this model and config.")
     dense_matrices = {
         name: (ChannelWiseConv2d if isinstance(module, nn.Conv2d) else LowRankLinear).dense_matrix(module).clone()
         for name, module in layers.items()
     }
-    moments = response_moments(model, layers, calibration)
     report = decompose_(model, config, example_input, filter_fn)
     fits = []
     for layer_report in report.decomposed:

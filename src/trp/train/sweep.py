@@ -19,8 +19,8 @@ from ..criteria import RankCriterion
 from ..data import ImageDataset, normalize
 from ..models import create_model
 from ..plots import plot_accuracy_vs_speedup, plot_layer_ranks, plot_spectra
-from ..response_fit import decompose_on_data_
-from ..surgery import decompose_, factorized_class_for
+from ..response_fit import decompose_fitted_, response_moments
+from ..surgery import decompose_, factorizable_layers, factorized_class_for
 from .loop import Batches, evaluate
 from .runtime import Runtime
 
@@ -49,13 +49,15 @@ def sweep_criteria(
 ) -> list[SweepPoint]:
     """For each criterion: decompose a copy of ``model`` with ``config`` (its criterion
     replaced) and evaluate it. ``model`` itself is not changed. With ``calibration`` batches
-    the factors are fitted to the layers' responses on them (:func:`trp.decompose_on_data_`)."""
+    the factors are fitted to the layers' responses on them (:func:`trp.decompose_on_data_`;
+    the responses are gathered once, not per criterion)."""
+    moments = response_moments(model, dict(factorizable_layers(model, config)), calibration) if calibration else {}
     points = []
     for criterion in criteria:
         candidate = copy.deepcopy(model)
         candidate_config = dataclasses.replace(config, criterion=criterion)
         if calibration:
-            report, _ = decompose_on_data_(candidate, candidate_config, example_input, calibration)
+            report, _ = decompose_fitted_(candidate, candidate_config, example_input, moments)
         else:
             report = decompose_(candidate, candidate_config, example_input)
         points.append(
