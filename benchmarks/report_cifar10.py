@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from trp.lowrank import weight_to_matrix
 from trp.models import create_model
 from trp.plots import plot_accuracy_vs_speedup, plot_rank_dynamics, plot_spectra, plot_training_curves
+from trp.surgery import factorized_class_for
 from trp.train import load_train_config
 from trp.train.config import OptimSection
 from trp.train.schedule import lr_factor_fn
@@ -364,7 +364,7 @@ def full_rank_sum(layers: dict[str, int], scheme: str) -> int:
     """Sum of the full ranks (the short side of each weight's ``scheme`` matrix) of ResNet-20's
     conv ``layers``, named as in ``model.named_modules()``."""
     modules = dict(create_model("resnet20").named_modules())
-    return sum(min(weight_to_matrix(modules[name].weight, scheme).shape[1:]) for name in layers)
+    return sum(factorized_class_for(modules[name], scheme).full_rank_of(modules[name]) for name in layers)
 
 
 def _fig2_text(results: Results) -> list[str]:

@@ -10,7 +10,8 @@ decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned;
 resnet20-trp{1,2}-nu-e0.01-cpu.toml: the search for better settings;
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
-and with the channel scheme also fitted to its responses on training images), then writes the table and figures (``report_cifar10.py``). Everything resumes: run the script
+and with the channel scheme also fitted to its responses on training images), then writes
+the table and figures (``report_cifar10.py``). Everything resumes: run the script
 again after an interruption and it continues each run from its last completed epoch and
 skips finished work; two invocations with different ``--methods`` may run side by side.
 Checkpoints live in the work directory (default ``~/.cache/trp/reproduce-cifar10``, outside

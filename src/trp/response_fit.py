@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from .config import DecomposeConfig
-from .layers import ChannelWiseConv2d, FactorizedLayer, LowRankLinear
+from .layers import FactorizedLayer
 from .lowrank import thin_svd
 from .report import DecompositionReport
-from .surgery import FilterFn, decompose_, factorizable_layers
+from .surgery import FilterFn, decompose_, factorizable_layers, factorized_class_for
 
 __all__ = ["LayerFit", "decompose_on_data_", "decompose_fitted_", "response_moments"]
 
@@ -230,8 +230,7 @@ def decompose_fitted_(
         raise ValueError(f"no response moments for layers {missing}: compute them with response_moments "
                          "on this model and config.")
     dense_matrices = {
-        name: (ChannelWiseConv2d if isinstance(module, nn.Conv2d) else LowRankLinear).dense_matrix(module).clone()
-        for name, module in layers.items()
+        name: factorized_class_for(module, config.scheme).dense_matrix(module).clone() for name, module in layers.items()
     }
     report = decompose_(model, config, example_input, filter_fn)
     fits = []
