@@ -182,18 +182,21 @@ def _sweep_row(results: Results, label: str, name: str, scheme: str, paper: tupl
                trained: dict[str, Any] | None) -> Row:
     """A swept net's row: at the paper's speed-up when the paper has the row (the first sweep
     point that reaches it), else at the configs' energy."""
-    points = results.sweep_points(label)
     paper_accuracy, paper_speedup = paper or (None, None)
-    if paper_speedup is None:
-        point = _point_at(points, CONFIG_ENERGY)
-    else:
-        point = min((p for p in points if p["conv_speedup"] >= paper_speedup), key=lambda p: p["conv_speedup"], default=None)
+    point = _row_point(results.sweep_points(label), paper_speedup)
     if point is None or trained is None:
         return Row(name, scheme, paper_accuracy, paper_speedup, None, None, None, None, None, "not finished")
     energy = point["criterion"]["pruned_energy"]
     return Row(f"{name}, e = {energy}", scheme, paper_accuracy, paper_speedup, _pct(trained, "dense"),
                100 * point["accuracy"], point["conv_speedup"], point["params"],
                None if name.startswith("basic") else _hours(trained))
+
+
+def _row_point(points: list[dict[str, Any]], paper_speedup: float | None) -> dict[str, Any] | None:
+    """The sweep point a row shows: the first that reaches ``paper_speedup``, else the configs' energy."""
+    if paper_speedup is None:
+        return _point_at(points, CONFIG_ENERGY)
+    return min((p for p in points if p["conv_speedup"] >= paper_speedup), key=lambda p: p["conv_speedup"], default=None)
 
 
 def _pct(summary: dict[str, Any] | None, key: str) -> float | None:
@@ -310,6 +313,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
     for check in checks:
         lines.append(_target_line(check))
     lines += _fit_text(results)
+    lines += _data_fit_text(results)
     lines += _fig2_text(results)
     if figures:
         lines += ["", "### Figures", ""]
@@ -358,6 +362,25 @@ def _fit_text(results: Results) -> list[str]:
             "criterion, with no projection).", "",
             "| run | scheme | train top-1 | test top-1 (dense) | gap | rank sum after epochs "
             f"{shown} / last | full-rank sum |", "|---|---|---|---|---|---|---|", *lines]
+
+
+def _data_fit_text(results: Results) -> list[str]:
+    """Per layer, at the "basic fitted to data" row's point: the relative response error
+    E||y - y_r||^2 / E||y||^2 on the calibration images of the weight's truncated SVD and of
+    the fitted factors (where fitting to data helps, and where it cannot)."""
+    point = _row_point(results.sweep_points(DATA_FIT), PAPER_TABLE["basic-channel"][1])
+    fits = (point or {}).get("layer_fits")
+    if not fits:
+        return []
+    mean = {key: sum(f[key] for f in fits) / len(fits) for key in ("svd_error", "fitted_error")}
+    return ["", "### Fitting the basic factors to data, layer by layer", "",
+            f"At the *basic fitted to data* row's point (e = {point['criterion']['pruned_energy']}, "
+            f"{point['conv_speedup']:.2f}x), each layer's response error E‖y − y_r‖² / E‖y‖² on the calibration "
+            "images (y: the dense layer's output), for the weight's truncated SVD and for the factors fitted to "
+            f"the responses. Mean over the {len(fits)} layers: {mean['svd_error']:.3f} (SVD) and "
+            f"{mean['fitted_error']:.3f} (fitted).", "",
+            "| layer | rank | SVD error | fitted error |", "|---|---|---|---|",
+            *(f"| {f['name']} | {f['rank']} | {f['svd_error']:.3f} | {f['fitted_error']:.3f} |" for f in fits)]
 
 
 def full_rank_sum(layers: dict[str, int], scheme: str) -> int:

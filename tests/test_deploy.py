@@ -174,6 +174,10 @@ def test_cli_sweep_fitted_on_data_keeps_the_ranks_and_refuses_the_spatial_scheme
     svd, fit = (json.loads((tmp_path / name / "sweep.json").read_text()) for name in ("svd", "fit"))
     assert (svd["calibration_images"], fit["calibration_images"]) == (0, 64)
     assert [p["conv_speedup"] for p in fit["models"]["m"]["points"]] == [p["conv_speedup"] for p in svd["models"]["m"]["points"]]
+    for svd_point, fit_point in zip(svd["models"]["m"]["points"], fit["models"]["m"]["points"]):
+        assert svd_point["layer_fits"] == []
+        assert len(fit_point["layer_fits"]) == fit_point["layers_decomposed"] > 0
+        assert all(0 <= f["fitted_error"] <= f["svd_error"] + 1e-9 for f in fit_point["layer_fits"])
     capsys.readouterr()
     assert main(argv + ["--fit-on-data", "64", "--scheme", "spatial", "--out", str(tmp_path / "no")]) == 2
     assert "--fit-on-data needs --scheme channel" in capsys.readouterr().err

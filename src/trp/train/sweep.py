@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,16 @@ __all__ = ["SweepPoint", "sweep_criteria", "accuracy_on", "calibration_batches",
 @dataclass
 class SweepPoint:
     """One decomposition of the sweep: ``accuracy`` as returned by the evaluation (a
-    fraction), ``conv_speedup`` the paper's conv-MAC ratio."""
+    fraction), ``conv_speedup`` the paper's conv-MAC ratio. ``layer_fits`` (data-fitted sweeps
+    only, else empty) has each layer's relative response error for the SVD factors and for
+    the fitted ones (:class:`trp.LayerFit`)."""
 
     criterion: dict
     conv_speedup: float
     accuracy: float
     params: int
     layers_decomposed: int
+    layer_fits: list[dict] = field(default_factory=list)
 
 
 def sweep_criteria(
@@ -56,13 +59,15 @@ def sweep_criteria(
     for criterion in criteria:
         candidate = copy.deepcopy(model)
         candidate_config = dataclasses.replace(config, criterion=criterion)
+        fits = []
         if calibration:
-            report, _ = decompose_fitted_(candidate, candidate_config, example_input, moments)
+            report, fits = decompose_fitted_(candidate, candidate_config, example_input, moments)
         else:
             report = decompose_(candidate, candidate_config, example_input)
-        points.append(
-            SweepPoint(criterion.to_dict(), report.conv_speedup, evaluate_accuracy(candidate), report.params_after, len(report.decomposed))
-        )
+        points.append(SweepPoint(
+            criterion.to_dict(), report.conv_speedup, evaluate_accuracy(candidate), report.params_after,
+            len(report.decomposed), [dataclasses.asdict(fit) for fit in fits],
+        ))
     return points
 
 
