@@ -136,6 +136,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert targets["TRP2+Nu, e = 0.01"]["status"] == "met only with an energy chosen on the test set"
     assert targets["TRP1+Nu"]["status"] == "missed" and targets["TRP1+Nu"]["best_point"] is None
     assert targets["TRP1+Nu, e = 0.01"]["status"] == "not finished"
+    assert targets["TRP2+Nu from our baseline, e = 0.03"]["status"] == "not finished"  # the energy from its config
     rows = {(r["method"], r["scheme"]): r for r in result["rows"]}
     assert rows[("TRP2+Nu", "spatial")]["decomposed"] == pytest.approx(90.20)
     assert rows[("TRP2+Nu", "spatial")]["paper_accuracy"] == 90.62
