@@ -76,15 +76,16 @@ def _energy(run: str) -> str:
 
 # TRP runs per scheme: the paper's settings, then the search (half the energy pruned per
 # projection; TRP+Nu for a few epochs from our trained baseline).
-TRP_RUNS = {
-    scheme: {f"trp{n}": f"TRP{n}", f"trp{n}-nu": f"TRP{n}+Nu", f"trp{n}-nu-e0.01": f"TRP{n}+Nu, e = 0.01",
+TRP_NU_RUNS = {
+    scheme: {f"trp{n}-nu": f"TRP{n}+Nu", f"trp{n}-nu-e0.01": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-e0.01')}",
              f"trp{n}-nu-from-baseline": f"TRP{n}+Nu from our baseline, {_energy(f'trp{n}-nu-from-baseline')}"}
     for scheme, n in (("channel", 1), ("spatial", 2))
 }
+TRP_RUNS = {scheme: {f"trp{n}": f"TRP{n}", **TRP_NU_RUNS[scheme]} for scheme, n in (("channel", 1), ("spatial", 2))}
 # The issue's targets, for every TRP+Nu run: (run, scheme, most points below our baseline, least conv speed-up).
 TARGETS = [(run, scheme, points_below, speedup)
            for scheme, points_below, speedup in (("spatial", 1.1, 2.8), ("channel", 1.2, 2.2))
-           for run in TRP_RUNS[scheme] if "-nu" in run]
+           for run in TRP_NU_RUNS[scheme]]
 DATA_FIT = "basic-data-channel"  # the baseline decomposed with factors fitted to its responses
 CALIBRATION_IMAGES = 2048  # training images DATA_FIT fits to (plenty for 64 x 64 response moments)
 # Sweep curves per scheme: sweep folder -> legend label.
@@ -356,22 +357,22 @@ def _fit_text(results: Results) -> list[str]:
         if not epochs:
             continue
         last = epochs[-1]
-        sums = [sum(epochs[n - 1]["ranks"].values()) for n in FIT_EPOCHS if n < len(epochs)]
-        sums.append(sum(last["ranks"].values()))
+        shown = [n for n in FIT_EPOCHS if n < len(epochs)] + [len(epochs)]
+        sums = ", ".join(f"{n}: {sum(epochs[n - 1]['ranks'].values())}" for n in shown)
         scheme = _config(run).decompose.scheme
         lines.append(f"| {label} | {scheme} | {100 * last['train_accuracy']:.2f} | "
                      f"{100 * last['test_accuracy']:.2f} | {100 * (last['train_accuracy'] - last['test_accuracy']):.2f} | "
-                     + " / ".join(map(str, sums)) + f" | {full_rank_sum(last['ranks'], scheme)} |")
+                     f"{sums} | {full_rank_sum(last['ranks'], scheme)} |")
     if not lines:
         return []
-    shown = " / ".join(str(n) for n in FIT_EPOCHS)
     return ["", "### How each trained run fit", "",
             "From each run's `metrics.jsonl`, at its last epoch (train top-1 is measured on the augmented "
             "training batches during the epoch). Rank sum: the ranks its config's criterion keeps, summed over "
-            f"its conv layers, after epochs {shown} and the last (a baseline or Nu run is scored at the same "
-            "criterion, with no projection).", "",
-            "| run | scheme | train top-1 | test top-1 (dense) | gap | rank sum after epochs "
-            f"{shown} / last | full-rank sum |", "|---|---|---|---|---|---|---|", *lines]
+            f"its conv layers, after epochs {', '.join(map(str, FIT_EPOCHS))} and the last (a baseline or Nu run is "
+            "scored at the same criterion, with no projection; a run from our baseline starts from its weights, so "
+            "its early epochs are not comparable with a run from scratch).", "",
+            "| run | scheme | train top-1 | test top-1 (dense) | gap | rank sum after epoch N (N: sum) | full-rank sum |",
+            "|---|---|---|---|---|---|---|", *lines]
 
 
 def _data_fit_text(results: Results) -> list[str]:
@@ -430,7 +431,7 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
         config = base["config"]
         optim, data = config["optim"], config["data"]
         lines += [
-            f"Schedule, the same for every method (baseline included): {optim['epochs']} epochs, SGD momentum "
+            f"Schedule, the same for every method trained from scratch (baseline included): {optim['epochs']} epochs, SGD momentum "
             f"{optim['momentum']}, batch {data['batch_size']}, weight decay {optim['weight_decay']:g}"
             + ("" if optim["weight_decay"] == paper.optim.weight_decay else
                f" (the paper: {paper.optim.weight_decay:g} over {paper.optim.epochs} epochs; configs/cifar10/README.md says why)")
@@ -458,8 +459,9 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
         f"the search: *{mild.decompose.criterion.replace('energy:', 'e = ')}* rows prune less energy at each projection "
         f"than the paper's {trp_nu.decompose.criterion}, aiming nearer its speed-ups; *from our baseline* rows "
         f"start TRP+Nu from our trained baseline (the paper's own ImageNet protocol) for {warm.optim.epochs} epochs, "
-        f"{warm.optim.schedule} from lr {warm.optim.lr}, at the energy the row names (the smallest at which repeatedly "
-        "truncating our baseline, with no training, settles at or above the target's speed-up: "
+        f"{warm.optim.schedule} from lr {warm.optim.lr}, at the energy the row names (the smallest of the swept "
+        "energies at which repeatedly truncating our baseline, with no training, settles at or above the target's "
+        "speed-up: "
         "`benchmarks/truncation_equilibrium.py`); their training hours come on top of the baseline's. "
         f"Per-step terms (weight decay, the nuclear norm's lr x lambda) push {paper_sum / ours_sum:.2f}x less in total "
         f"over {trp_nu.optim.epochs} {trp_nu.optim.schedule} epochs than over the paper's {paper.optim.epochs} "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,13 +33,14 @@ from trp.train.sweep import load_decomposed
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "cifar10" / "truncation_equilibrium.json"
 BASELINE = Path.home() / ".cache" / "trp" / "reproduce-cifar10" / "runs" / "baseline" / "dense.pt"
-MAX_PROJECTIONS = 1000  # far more than any layer needs (each projection that changes a rank cuts one or more)
+MAX_PROJECTIONS = 1000  # far more than any layer needs: ranks only fall, so a layer settles within full rank + 1
 
 
 @torch.no_grad()
 def project_until_stable(model: torch.nn.Module, config: DecomposeConfig) -> tuple[dict[str, int], int]:
     """Project every targeted weight (float64 SVD) until its rank stops changing; returns the
-    ranks by layer name and the most projections any layer took."""
+    ranks by layer name and the most projections any layer took (counting the one that
+    confirms the rank)."""
     ranks, most = {}, 0
     for name, module in factorizable_layers(model, config):
         shape, rank = tuple(module.weight.shape), None
@@ -48,6 +50,8 @@ def project_until_stable(model: torch.nn.Module, config: DecomposeConfig) -> tup
             if solution.rank == rank:
                 break
             rank = solution.rank
+        else:
+            raise RuntimeError(f"{name}: rank still changing after {MAX_PROJECTIONS} projections.")
         ranks[name], most = rank, max(most, count)
     return ranks, most
 
@@ -55,7 +59,7 @@ def project_until_stable(model: torch.nn.Module, config: DecomposeConfig) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=BASELINE, help="a trained ResNet-20 for CIFAR-10")
-    parser.add_argument("--energies", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.05])
+    parser.add_argument("--energies", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.04, 0.05])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if not args.checkpoint.is_file():
@@ -75,7 +79,8 @@ def main() -> None:
             print(f"{scheme:8s} e = {energy:<5g} rank sum {sum(ranks.values()):4d}  conv-MAC speed-up {speedup:.2f}x "
                   f"(settled within {projections} projections)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "points": points}, indent=2) + "\n")
+    checkpoint = {"file": args.checkpoint.name, "sha256": hashlib.sha256(args.checkpoint.read_bytes()).hexdigest()}
+    args.out.write_text(json.dumps({"checkpoint": checkpoint, "points": points}, indent=2) + "\n")
     print(f"saved {args.out}")
 
 

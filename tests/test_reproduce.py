@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -160,11 +161,11 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert all((root / name).stat().st_size > 1000 for name in result["figures"])
     assert "![fig3_channel](cifar10/fig3_channel.png)" in text  # relative to the markdown file
     # the fit table: epochs 1 and the last (3 is the last, 10 not reached); channel full ranks 64 + 16
-    assert "| baseline | channel | 93.00 | 90.00 | 3.00 | 68 / 66 | 80 |" in text
-    assert "projection 2: 62 (paper 59); 59 at the last projection" in text
+    assert "| baseline | channel | 93.00 | 90.00 | 3.00 | 1: 68, 3: 66 | 80 |" in text
+    assert "projection 2: 62 (paper 59); 59 at the last projection" in text  # 5 projections: the rest not reached
     # per-layer response errors at the data-fitted row's point (e = 0.12, the first >= 1.41x)
     assert "Mean over the 2 layers: 0.250 (SVD) and 0.150 (fitted)." in text
-    assert "| conv1 | 5 | 0.300 | 0.100 |" in text  # 5 projections: the rest not reached
+    assert "| conv1 | 5 | 0.300 | 0.100 |" in text
     report.write_report(report.Results(root), markdown)  # rewriting replaces the section
     assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1
 
@@ -192,3 +193,29 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     assert reported <= set(script.METHODS)
     for method in script.METHODS:
         assert (script.REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").is_file(), method
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_truncation_equilibrium_stops_at_a_fixed_point(scheme):
+    equilibrium = load_benchmark("truncation_equilibrium")
+    from trp.config import DecomposeConfig
+    from trp.criteria import EnergyCriterion
+    from trp.lowrank import weight_to_matrix
+    from trp.models import create_model
+    from trp.surgery import factorizable_layers
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10)
+    config = DecomposeConfig(scheme=scheme, criterion=EnergyCriterion(0.05))
+    ranks, _ = equilibrium.project_until_stable(model, config)
+    settled = {name: module.weight.clone() for name, module in factorizable_layers(model, config)}
+    again, projections = equilibrium.project_until_stable(model, config)
+    assert again == ranks and projections == 2  # a fixed point: a projection, and the one that confirms it
+    for name, module in factorizable_layers(model, config):
+        torch.testing.assert_close(module.weight, settled[name], rtol=1e-5, atol=1e-6)
+        # independent check (float64 singular values): the rank is the matrix's own, and its smallest
+        # kept singular value holds more than e of the energy, so the criterion cannot cut it further
+        values = torch.linalg.svdvals(weight_to_matrix(module.weight.double(), scheme)).flatten()  # groups = 1
+        kept = values[: ranks[name]]
+        assert (values[ranks[name]:] < 1e-5 * values[0]).all()
+        assert kept[-1] ** 2 > 0.05 * (kept ** 2).sum()
