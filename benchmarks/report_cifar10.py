@@ -378,20 +378,24 @@ def _fit_text(results: Results) -> list[str]:
 def _data_fit_text(results: Results) -> list[str]:
     """Per layer, at the "basic fitted to data" row's point: the relative response error
     E||y - y_r||^2 / E||y||^2 on the calibration images of the weight's truncated SVD and of
-    the fitted factors (where fitting to data helps, and where it cannot)."""
+    the fitted factors, each fed the dense net's inputs, and of the fitted layer inside the
+    decomposed net (where fitting helps, and how the errors add up through the net)."""
     point = _row_point(results.sweep_points(DATA_FIT), PAPER_TABLE["basic-channel"][1])
     fits = (point or {}).get("layer_fits")
     if not fits:
         return []
-    mean = {key: sum(f[key] for f in fits) / len(fits) for key in ("svd_error", "fitted_error")}
+    columns = ("svd_error", "fitted_error", "in_net_error")
+    mean = {key: sum(f[key] for f in fits) / len(fits) for key in columns}
     return ["", "### Fitting the basic factors to data, layer by layer", "",
             f"At the *basic fitted to data* row's point (e = {point['criterion']['pruned_energy']}, "
             f"{point['conv_speedup']:.2f}x), each layer's response error E‖y − y_r‖² / E‖y‖² on the calibration "
-            "images (y: the dense layer's output), for the weight's truncated SVD and for the factors fitted to "
-            f"the responses. Mean over the {len(fits)} layers: {mean['svd_error']:.3f} (SVD) and "
-            f"{mean['fitted_error']:.3f} (fitted).", "",
-            "| layer | rank | SVD error | fitted error |", "|---|---|---|---|",
-            *(f"| {f['name']} | {f['rank']} | {f['svd_error']:.3f} | {f['fitted_error']:.3f} |" for f in fits)]
+            "images (y: the dense net's output of that layer): for the weight's truncated SVD and for the factors "
+            "fitted to the responses, each fed the dense net's inputs, and for the fitted layer inside the decomposed "
+            "net, fed what the decomposed layers before it produce. Means over the "
+            f"{len(fits)} layers: {mean['svd_error']:.3f}, {mean['fitted_error']:.3f} and {mean['in_net_error']:.3f}; "
+            f"the last layer's error in the net: {fits[-1]['in_net_error']:.3f}.", "",
+            "| layer | rank | SVD error | fitted error | fitted, in the net |", "|---|---|---|---|---|",
+            *(f"| {f['name']} | {f['rank']} | " + " | ".join(f"{f[key]:.3f}" for key in columns) + " |" for f in fits)]
 
 
 def full_rank_sum(layers: dict[str, int], scheme: str) -> int:

@@ -178,6 +178,8 @@ def test_cli_sweep_fitted_on_data_keeps_the_ranks_and_refuses_the_spatial_scheme
         assert svd_point["layer_fits"] == []
         assert len(fit_point["layer_fits"]) == fit_point["layers_decomposed"] > 0
         assert all(0 <= f["fitted_error"] <= f["svd_error"] + 1e-9 for f in fit_point["layer_fits"])
+        first = fit_point["layer_fits"][0]  # sees the same images in both nets, and has no bias
+        assert first["name"] == "conv1" and first["in_net_error"] == pytest.approx(first["fitted_error"], rel=1e-4, abs=1e-9)
     capsys.readouterr()
     assert main(argv + ["--fit-on-data", "64", "--scheme", "spatial", "--out", str(tmp_path / "no")]) == 2
     assert "--fit-on-data needs --scheme channel" in capsys.readouterr().err

@@ -118,8 +118,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
           fake_sweep("basic-spatial", [(0.02, 1.3, 0.85), (0.1, 2.9, 0.40)], report.LAYER))
     fitted = fake_sweep("basic-data-channel", [(0.05, 1.2, 0.86), (0.12, 1.45, 0.80)], report.LAYER)
     fitted["models"]["basic-data-channel"]["points"][1]["layer_fits"] = [
-        {"name": "conv1", "rank": 5, "svd_error": 0.30, "fitted_error": 0.10},
-        {"name": report.LAYER, "rank": 20, "svd_error": 0.20, "fitted_error": 0.20}]
+        {"name": "conv1", "rank": 5, "svd_error": 0.30, "fitted_error": 0.10, "in_net_error": 0.10},
+        {"name": report.LAYER, "rank": 20, "svd_error": 0.20, "fitted_error": 0.20, "in_net_error": 0.50}]
     write(root / "sweeps" / "basic-data-channel" / "sweep.json", {**fitted, "calibration_images": 512})
     write(root / "sweeps" / "nu-channel" / "sweep.json", {"models": {}, "spectra": {}})  # interrupted
     write(root / "basic-ft-spatial-2.8x" / "summary.json", fake_summary(0.9100, 0.3000, 2.8, seconds=0, finetuned=0.8800))
@@ -164,8 +164,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert "| baseline | channel | 93.00 | 90.00 | 3.00 | 1: 68, 3: 66 | 80 |" in text
     assert "projection 2: 62 (paper 59); 59 at the last projection" in text  # 5 projections: the rest not reached
     # per-layer response errors at the data-fitted row's point (e = 0.12, the first >= 1.41x)
-    assert "Mean over the 2 layers: 0.250 (SVD) and 0.150 (fitted)." in text
-    assert "| conv1 | 5 | 0.300 | 0.100 |" in text
+    assert "Means over the 2 layers: 0.250, 0.150 and 0.300; the last layer's error in the net: 0.500." in text
+    assert "| conv1 | 5 | 0.300 | 0.100 | 0.100 |" in text
     report.write_report(report.Results(root), markdown)  # rewriting replaces the section
     assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1
 

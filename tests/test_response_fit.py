@@ -167,3 +167,47 @@ def test_moments_gathered_once_give_the_same_fit_at_every_rank():
         torch.testing.assert_close(once(batches[0]), direct(batches[0]))
     with pytest.raises(ValueError, match=r"no response moments for layers \['2'\]"):
         decompose_fitted_(copy.deepcopy(dense), config, batches[0][:1], {"0": moments["0"]})
+
+
+def test_response_errors_match_a_float64_forward_of_both_nets():
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 4, 1))
+    batches = correlated_batches(8)
+    approximation = copy.deepcopy(dense)
+    with torch.no_grad():
+        approximation[0].weight.add_(0.05 * torch.randn_like(approximation[0].weight))
+
+    errors = trp.response_fit.response_errors(dense, approximation, ["0", "2"], [(x, None) for x in batches])
+
+    def outputs(net: nn.Module) -> list[list[torch.Tensor]]:
+        net = copy.deepcopy(net).double()
+        with torch.no_grad():
+            return [[net[0](x.double()), net(x.double())] for x in batches]
+
+    ref, approx = outputs(dense), outputs(approximation)
+    for index, name in enumerate(["0", "2"]):
+        expected = sum((a[index] - r[index]).square().sum() for a, r in zip(approx, ref)) / sum(
+            r[index].square().sum() for r in ref)
+        assert errors[name] == pytest.approx(float(expected), rel=1e-6)  # the nets run in float32
+    assert errors["0"] > 0 and errors["2"] > 0  # the error reaches the layer after the perturbed one
+    assert trp.response_fit.response_errors(dense, copy.deepcopy(dense), ["0", "2"], batches) == {"0": 0.0, "2": 0.0}
+    with pytest.raises(ValueError, match=r"\['1\.weight'\] are not in both nets"):
+        trp.response_fit.response_errors(dense, approximation, ["1.weight"], batches)
+
+
+def test_in_the_decomposed_net_the_first_layer_carries_exactly_its_fitted_error():
+    """The first layer sees the same images in both nets and has no bias, so its error in the
+    net is the fit's own; later layers also carry what the layers before them changed."""
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1, bias=False)).eval()
+    batches = correlated_batches(3)
+    model = copy.deepcopy(dense)
+    config = trp.DecomposeConfig(criterion=trp.FixedRankCriterion(4), keep_unprofitable=True)
+    _, fits = trp.decompose_on_data_(model, config, batches[0][:1], batches)
+
+    errors = trp.response_fit.response_errors(dense, model, [fit.name for fit in fits], batches)
+
+    first, second = fits
+    assert errors[first.name] == pytest.approx(first.fitted_error, rel=1e-6)
+    assert errors[second.name] != pytest.approx(second.fitted_error, rel=1e-3)

@@ -18,7 +18,8 @@ saves, loads and exports like any other and its MACs are unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,7 @@ from .lowrank import thin_svd
 from .report import DecompositionReport
 from .surgery import FilterFn, decompose_, factorizable_layers, factorized_class_for
 
-__all__ = ["LayerFit", "decompose_on_data_", "decompose_fitted_", "response_moments"]
+__all__ = ["LayerFit", "decompose_on_data_", "decompose_fitted_", "response_errors", "response_moments"]
 
 
 @dataclass
@@ -49,6 +50,59 @@ def _first_tensor(batch: torch.Tensor | tuple | list) -> torch.Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
+@contextmanager
+def _recording(model: nn.Module, layers: dict[str, nn.Module],
+               record: Callable[[str, nn.Module, torch.Tensor], None]) -> Iterator[None]:
+    """Within the block, ``model`` is in eval mode without gradients and every forward pass
+    calls ``record(name, module, output)`` for each of ``layers``; all restored afterwards."""
+    handles = [module.register_forward_hook(lambda module, inputs, output, name=name: record(name, module, output))
+               for name, module in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
+def _calibration_inputs(calibration: Iterable[torch.Tensor | tuple | list]) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(number, inputs)`` of each batch (a tensor, or a tuple whose first item is the input).
+
+    Raises:
+        TypeError: ``calibration`` is one tensor (it would be iterated image by image).
+        ValueError: it yields no batch.
+    """
+    if isinstance(calibration, torch.Tensor):
+        raise TypeError("calibration must be an iterable of batches (a list of tensors or a DataLoader), "
+                        "not one tensor: pass [inputs].")
+    number = 0
+    for number, batch in enumerate(calibration, start=1):
+        yield number, _first_tensor(batch)
+    if number == 0:
+        raise ValueError("the calibration data yielded no batch: pass at least one input batch.")
+
+
+def _run(model: nn.Module, inputs: torch.Tensor, number: int) -> None:
+    """``model(inputs)``, with an error naming the batch if the model cannot run it."""
+    try:
+        model(inputs)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"calibration batch {number} ({_describe(inputs)}) does not run through the model: {error} "
+            "Calibration batches must be inputs the model accepts, on its device and dtype, normalized "
+            "as in training."
+        ) from None
+
+
+def _check_all_ran(counts: dict[str, int], fix: str) -> None:
+    silent = [name for name, count in counts.items() if count == 0]
+    if silent:
+        raise ValueError(f"layers {silent} did not run on the calibration data (in eval mode): {fix}")
+
+
 def response_moments(
     model: nn.Module, layers: dict[str, nn.Module], calibration: Iterable[torch.Tensor | tuple | list]
 ) -> dict[str, torch.Tensor]:
@@ -62,58 +116,73 @@ def response_moments(
         ValueError: no batch, a batch the model cannot run, a layer that never ran, or
             responses that are not finite.
     """
-    if isinstance(calibration, torch.Tensor):
-        raise TypeError("calibration must be an iterable of batches (a list of tensors or a DataLoader), "
-                        "not one tensor: pass [inputs].")
-    sums = {name: None for name in layers}
+    sums: dict[str, torch.Tensor] = {}
     counts = dict.fromkeys(layers, 0)
 
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            y = output.detach().double()
-            if isinstance(module, nn.Conv2d):
-                y = y.movedim(1, -1)  # (B, H, W, n): channels last, like a linear layer's output
-            if module.bias is not None:
-                y = y - module.bias.detach().double()
-            rows = y.reshape(-1, y.shape[-1])  # one row per position (or per token)
-            moment = rows.T @ rows
-            sums[name] = moment if sums[name] is None else sums[name] + moment
-            counts[name] += rows.shape[0]
+    def record(name: str, module: nn.Module, output: torch.Tensor) -> None:
+        y = _channels_last(module, output.detach().double())
+        if module.bias is not None:
+            y = y - module.bias.detach().double()
+        rows = y.reshape(-1, y.shape[-1])  # one row per position (or per token)
+        sums[name] = sums[name] + rows.T @ rows if name in sums else rows.T @ rows
+        counts[name] += rows.shape[0]
 
-        return record
-
-    handles = [module.register_forward_hook(hook(name)) for name, module in layers.items()]
-    was_training = model.training
-    model.eval()
-    batches = 0
-    try:
-        with torch.no_grad():
-            for batches, batch in enumerate(calibration, start=1):
-                inputs = _first_tensor(batch)
-                try:
-                    model(inputs)
-                except (RuntimeError, TypeError, ValueError) as error:
-                    raise ValueError(
-                        f"calibration batch {batches} ({_describe(inputs)}) does not run through the model: {error} "
-                        "Calibration batches must be inputs the model accepts, on its device and dtype, normalized "
-                        "as in training."
-                    ) from None
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    if batches == 0:
-        raise ValueError("the calibration data yielded no batch: pass at least one input batch.")
-    silent = [name for name, count in counts.items() if count == 0]
-    if silent:
-        raise ValueError(f"layers {silent} did not run on the calibration data (in eval mode), so they cannot be "
-                         "fitted to it: leave them out with DecomposeConfig(exclude=...) or a filter_fn.")
+    with _recording(model, layers, record):
+        for number, inputs in _calibration_inputs(calibration):
+            _run(model, inputs, number)
+    _check_all_ran(counts, "they cannot be fitted to it; leave them out with DecomposeConfig(exclude=...) or a filter_fn.")
     moments = {name: sums[name] / counts[name] for name in layers}
     broken = [name for name, moment in moments.items() if not torch.isfinite(moment).all()]
     if broken:
         raise ValueError(f"the responses of layers {broken} on the calibration data contain NaN or infinite "
                          "values: check the calibration batches.")
     return moments
+
+
+def _channels_last(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """A conv's output ``(B, n, H, W)`` as ``(B, H, W, n)``, like a linear layer's output."""
+    return y.movedim(1, -1) if isinstance(module, nn.Conv2d) else y
+
+
+def response_errors(
+    reference: nn.Module, approximation: nn.Module, names: Sequence[str],
+    calibration: Iterable[torch.Tensor | tuple | list],
+) -> dict[str, float]:
+    """How far each named layer's output in ``approximation`` (e.g. the decomposed net) is
+    from its output in ``reference`` (the dense net), both run on the same calibration
+    batches: ``E||y_a - y||^2 / E||y||^2`` over every output, bias included. Unlike
+    :class:`LayerFit`'s errors, which feed each layer the dense net's inputs, this includes
+    what the layers before it changed: the error the approximated net really carries there.
+
+    Raises:
+        TypeError, ValueError: as :func:`response_moments`, or a name missing from either net.
+    """
+    missing = [n for n in names if n not in dict(reference.named_modules()) or n not in dict(approximation.named_modules())]
+    if missing:
+        raise ValueError(f"layers {missing} are not in both nets: name layers that both have (model.named_modules()).")
+    dense: dict[str, list[torch.Tensor]] = {name: [] for name in names}  # outputs not yet compared, in call order
+    error, energy = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+    counts = dict.fromkeys(names, 0)
+
+    def keep(name: str, module: nn.Module, output: torch.Tensor) -> None:
+        dense[name].append(output.detach().double())
+
+    def compare(name: str, module: nn.Module, output: torch.Tensor) -> None:
+        if not dense[name]:
+            raise ValueError(f"{name} runs more often in the approximation than in the reference: compare nets "
+                             "that call their layers alike.")
+        y = dense[name].pop(0)
+        error[name] += float((output.detach().double() - y).square().sum())
+        energy[name] += float(y.square().sum())
+        counts[name] += 1
+
+    with (_recording(reference, {n: reference.get_submodule(n) for n in names}, keep),
+          _recording(approximation, {n: approximation.get_submodule(n) for n in names}, compare)):
+        for number, inputs in _calibration_inputs(calibration):
+            _run(reference, inputs, number)
+            _run(approximation, inputs, number)
+    _check_all_ran(counts, "name layers that the nets use in eval mode.")
+    return {name: error[name] / energy[name] if energy[name] > 0 else 0.0 for name in names}
 
 
 def _describe(inputs: object) -> str:

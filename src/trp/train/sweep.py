@@ -19,7 +19,7 @@ from ..criteria import RankCriterion
 from ..data import ImageDataset, normalize
 from ..models import create_model
 from ..plots import plot_accuracy_vs_speedup, plot_layer_ranks, plot_spectra
-from ..response_fit import decompose_fitted_, response_moments
+from ..response_fit import decompose_fitted_, response_errors, response_moments
 from ..surgery import decompose_, factorizable_layers, factorized_class_for
 from .loop import Batches, evaluate
 from .runtime import Runtime
@@ -32,7 +32,9 @@ class SweepPoint:
     """One decomposition of the sweep: ``accuracy`` as returned by the evaluation (a
     fraction), ``conv_speedup`` the paper's conv-MAC ratio. ``layer_fits`` (data-fitted sweeps
     only, else empty) has each layer's relative response error for the SVD factors and for
-    the fitted ones (:class:`trp.LayerFit`)."""
+    the fitted ones, each fed the dense net's inputs (:class:`trp.LayerFit`), and
+    ``in_net_error``: the fitted layer's error inside the decomposed net, on its inputs there
+    (:func:`trp.response_fit.response_errors`)."""
 
     criterion: dict
     conv_speedup: float
@@ -59,14 +61,16 @@ def sweep_criteria(
     for criterion in criteria:
         candidate = copy.deepcopy(model)
         candidate_config = dataclasses.replace(config, criterion=criterion)
-        fits = []
+        layer_fits = []
         if calibration:
             report, fits = decompose_fitted_(candidate, candidate_config, example_input, moments)
+            in_net = response_errors(model, candidate, [fit.name for fit in fits], calibration)
+            layer_fits = [{**dataclasses.asdict(fit), "in_net_error": in_net[fit.name]} for fit in fits]
         else:
             report = decompose_(candidate, candidate_config, example_input)
         points.append(SweepPoint(
             criterion.to_dict(), report.conv_speedup, evaluate_accuracy(candidate), report.params_after,
-            len(report.decomposed), [dataclasses.asdict(fit) for fit in fits],
+            len(report.decomposed), layer_fits,
         ))
     return points
 
