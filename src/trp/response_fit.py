@@ -157,7 +157,8 @@ def response_errors(
     Raises:
         TypeError, ValueError: as :func:`response_moments`, or a name missing from either net.
     """
-    missing = [n for n in names if n not in dict(reference.named_modules()) or n not in dict(approximation.named_modules())]
+    in_both = dict(reference.named_modules()).keys() & dict(approximation.named_modules()).keys()
+    missing = [name for name in names if name not in in_both]
     if missing:
         raise ValueError(f"layers {missing} are not in both nets: name layers that both have (model.named_modules()).")
     dense: dict[str, list[torch.Tensor]] = {name: [] for name in names}  # outputs not yet compared, in call order
