@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from trp.checkpoint import read_checkpoint
+from trp.checkpoint import read_checkpoint, save_checkpoint
+from trp.counting import count_macs
 from trp.cli import main
 from trp.models import create_model
 
@@ -60,6 +61,14 @@ def test_decomposing_a_decomposed_checkpoint_keeps_the_old_plan(tmp_path, capsys
     assert "layer1.0.conv1" in names and "layer2.0.conv1" in names
 
 
+def test_default_input_follows_the_checkpoints_channels(tmp_path, capsys):
+    gray = create_model("resnet20", in_channels=1)
+    save_checkpoint(tmp_path / "gray.pt", gray, None, {"name": "resnet20", "kwargs": {"in_channels": 1}})
+    code, stdout, _ = run(capsys, "macs", "--checkpoint", str(tmp_path / "gray.pt"), "--totals-only")
+    assert code == 0 and "input (1, 32, 32)" in stdout
+    assert f"{count_macs(gray, torch.zeros(1, 1, 32, 32)).conv_macs:,}" in stdout
+
+
 def test_macs_of_a_registered_model(capsys):
     code, stdout, _ = run(capsys, "macs", "--model", "resnet56", "--totals-only")
     assert code == 0 and "125,485,056" in stdout
@@ -81,6 +90,12 @@ def test_macs_of_a_registered_model(capsys):
         (["macs", "--model", "resnet20", "--num-classes", "-3"], "--num-classes must be"),
         (["decompose", "--model", "resnet20", "--report", "/nonexistent/r.json"], "does not exist"),
         (["decompose", "--model", "resnet20", "--output", "/tmp"], "is a directory"),
+        (["decompose", "--model", "resnet20", "--fit-on-data", "64"], "--fit-on-data needs --dataset"),
+        (["decompose", "--model", "resnet20", "--fit-on-data", "64", "--dataset", "digits", "--scheme", "spatial"],
+         "--fit-on-data needs --scheme channel"),
+        (["decompose", "--model", "resnet20", "--fit-on-data", "64", "--dataset", "digits", "--measured"], "do not combine"),
+        (["decompose", "--model", "resnet20", "--fit-on-data", "-5", "--dataset", "digits"], "takes a number of training images"),
+        (["decompose", "--model", "resnet20", "--dataset", "digits"], "only read by --fit-on-data"),
     ],
 )
 def test_bad_input_gets_one_clear_line(capsys, argv, message):

@@ -1,6 +1,7 @@
 """Deployment: BatchNorm folding, ONNX/TorchScript export, target speed-up, latency CLI."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -183,6 +184,37 @@ def test_cli_sweep_fitted_on_data_keeps_the_ranks_and_refuses_the_spatial_scheme
     capsys.readouterr()
     assert main(argv + ["--fit-on-data", "64", "--scheme", "spatial", "--out", str(tmp_path / "no")]) == 2
     assert "--fit-on-data needs --scheme channel" in capsys.readouterr().err
+
+
+def test_cli_decompose_fitted_on_data_saves_what_the_library_fits(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the digits dataset comes with scikit-learn")
+    from trp.data import load_dataset
+    from trp.train.sweep import calibration_batches
+
+    torch.manual_seed(0)
+    model = trp.models.create_model("resnet20", num_classes=10, in_channels=1)
+    trp.save_checkpoint(tmp_path / "m.pt", model, None, {"name": "resnet20", "kwargs": {"in_channels": 1}})
+    argv = ["decompose", "--checkpoint", str(tmp_path / "m.pt"), "--input-size", "1", "8", "8", "--criterion", "fraction:0.5"]
+    assert main(argv + ["-o", str(tmp_path / "svd.pt")]) == 0
+    assert main(argv + ["--dataset", "digits", "--fit-on-data", "64", "-o", str(tmp_path / "fit.pt"),
+                        "--report", str(tmp_path / "fit.json")]) == 0
+    assert "fitted error" in capsys.readouterr().out
+
+    config = trp.DecomposeConfig(criterion=trp.FractionCriterion(0.5))
+    calibration = calibration_batches(load_dataset("digits", None), 64)
+    expected, fits = trp.decompose_on_data_(model, config, torch.zeros(1, 1, 8, 8), calibration)
+    fit, svd = (trp.read_checkpoint(tmp_path / name) for name in ("fit.pt", "svd.pt"))
+    assert fit.plan == svd.plan  # the same ranks, other factors
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(fit.state_dict[name], tensor)
+    assert any(not torch.equal(fit.state_dict[name], svd.state_dict[name]) for name in svd.state_dict)
+    reported = json.loads((tmp_path / "fit.json").read_text())["fit_on_data"]
+    assert (reported["dataset"], reported["images"]) == ("digits", 64)
+    assert reported["layers"] == [dataclasses.asdict(f) for f in fits]
+    assert all(layer["fitted_error"] <= layer["svd_error"] + 1e-9 for layer in reported["layers"])
+
+    assert main(argv[:3] + ["--dataset", "digits", "--fit-on-data", "64"]) == 2  # the model's default input is 1x32x32
+    assert "has 1x8x8 images but the model takes 1x32x32" in capsys.readouterr().err
 
 
 def test_measured_mode_keeps_slower_layers_dense(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -17,7 +17,13 @@ from ..models import create_model, get_model_spec, list_models
 from ..plan import RankPlan
 from ..surgery import apply_plan_
 
-__all__ = ["CliError", "LoadedModel", "add_model_arguments", "add_decompose_arguments", "check_writable", "load_model", "decompose_config"]
+if TYPE_CHECKING:
+    from ..data import ImageDataset
+
+__all__ = [
+    "CliError", "LoadedModel", "add_model_arguments", "add_decompose_arguments", "add_data_arguments",
+    "check_fit_on_data", "check_writable", "load_model", "load_data", "decompose_config",
+]
 
 
 class CliError(Exception):
@@ -85,7 +91,7 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
             apply_plan_(model, checkpoint.plan)
             plan = checkpoint.plan
         load_state_dict_(model, checkpoint.state_dict, source=str(args.checkpoint))
-    input_size = tuple(args.input_size) if args.input_size else spec.input_size
+    input_size = tuple(args.input_size) if args.input_size else (kwargs.get("in_channels", spec.input_size[0]), *spec.input_size[1:])
     return LoadedModel(model.eval(), entry, plan, input_size, trained=checkpoint is not None)
 
 
@@ -118,3 +124,43 @@ def add_decompose_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grouped convs: factorize per group, or leave dense; default: per_group")
     parser.add_argument("--keep-unprofitable", action="store_true",
                         help="also factorize layers whose factorized form costs more MACs")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """``--dataset``, ``--data-root`` and ``--data-option`` (read by :func:`load_data`), and
+    ``--fit-on-data`` (checked by :func:`check_fit_on_data`)."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", required=required, help="registered dataset (e.g. cifar10, imagefolder, digits)")
+    group.add_argument("--data-root", default="data", help="dataset directory (default: data)")
+    group.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="dataset option, e.g. image_size=32 (repeatable)")
+    group.add_argument("--fit-on-data", type=int, default=0, metavar="N",
+                       help="fit each layer's factors to its responses on N random training images of --dataset "
+                       "(channel scheme; Zhang et al.'s linear solution) instead of the weights' SVD alone")
+
+
+def check_fit_on_data(args: argparse.Namespace, config: DecomposeConfig) -> None:
+    """Refuse ``--fit-on-data`` where it cannot apply, before any data is read."""
+    if not args.fit_on_data:
+        return
+    if config.scheme != "channel":
+        raise CliError(f"--fit-on-data needs --scheme channel (got {config.scheme!r}): the spatial scheme's "
+                       "factors are not a projection of the layer's output, so this fit does not apply.")
+    if args.fit_on_data < 0:
+        raise CliError(f"--fit-on-data takes a number of training images, got {args.fit_on_data}; e.g. 2048.")
+    if args.dataset is None:
+        raise CliError("--fit-on-data needs --dataset (and --data-root): the training images to fit to.")
+
+
+def load_data(args: argparse.Namespace) -> ImageDataset:
+    """The dataset named by :func:`add_data_arguments`' options, decoded into memory."""
+    from ..data import load_dataset
+
+    return load_dataset(args.dataset, args.data_root, **dict(_data_option(o) for o in args.data_option))
+
+
+def _data_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise CliError(f"cannot read --data-option {text!r}; write KEY=VALUE, e.g. image_size=32.")
+    return key, int(value) if value.isdigit() else value

@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..checkpoint import load_state_dict_, read_checkpoint, save_checkpoint
+from ..config import DecomposeConfig
 from ..counting import count_macs
 from ..export import export_onnx, export_torchscript
 from ..fold import fold_batchnorm_
@@ -17,15 +19,26 @@ from ..latency import RUNTIMES, compare_latency
 from ..measured import decompose_measured_
 from ..models import create_model, get_model_spec, list_models
 from ..plan import RankPlan
+from ..report import DecompositionReport
+from ..response_fit import decompose_on_data_
 from ..surgery import decompose_
 from ..target import FAMILIES, criterion_for_speedup
-from .common import CliError, add_decompose_arguments, add_model_arguments, check_writable, decompose_config, load_model
+from .common import (
+    CliError, LoadedModel, add_data_arguments, add_decompose_arguments, add_model_arguments, check_fit_on_data,
+    check_writable, decompose_config, load_data, load_model,
+)
 
 __all__ = ["add_parsers"]
 
 
 def _cmd_decompose(args: argparse.Namespace) -> None:
     config = decompose_config(args)
+    check_fit_on_data(args, config)
+    if args.fit_on_data and args.measured:
+        raise CliError("--fit-on-data and --measured do not combine: choose the layers with --measured (or "
+                       "--exclude), then refit the chosen ranks with --fit-on-data in a second run.")
+    if args.dataset is not None and not args.fit_on_data:
+        raise CliError("--dataset is only read by --fit-on-data here: add --fit-on-data N, or drop --dataset.")
     check_writable(args.output, "--output")
     check_writable(args.report, "--report")
     loaded = load_model(args)
@@ -36,22 +49,53 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
         found = criterion_for_speedup(loaded.model, config, example, args.target_speedup, family=args.target_family)
         config = dataclasses.replace(config, criterion=found.criterion)
         print(f"target {args.target_speedup:.2f}x: {found.criterion} gives {found.speedup:.3f}x ({found.iterations} bisection steps)")
-    if args.measured:
+    fitted: dict[str, Any] = {}
+    if args.fit_on_data:
+        report, fitted = _decompose_on_data(loaded, config, example, args)
+    elif args.measured:
         report = decompose_measured_(loaded.model, config, example)
     else:
         report = decompose_(loaded.model, config, example)
     print(report.table())
+    if fitted:
+        print(_fit_table(fitted))
     if not report.decomposed:
         print("note: no layer was factorized (see the reasons above): the output equals the input model.")
     plan = RankPlan(loaded.plan.layers + report.plan.layers)
+    described = {**report.to_dict(), **({"fit_on_data": fitted} if fitted else {})}
     if args.report is not None:
-        args.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        args.report.write_text(json.dumps(described, indent=2) + "\n")
         print(f"wrote report {args.report}")
     if args.output is not None:
-        save_checkpoint(args.output, loaded.model, plan, loaded.entry, metadata={"decomposition": report.to_dict()})
+        save_checkpoint(args.output, loaded.model, plan, loaded.entry, metadata={"decomposition": described})
         print(f"wrote decomposed checkpoint {args.output} ({len(plan.layers)} factorized layers)")
     else:
         print("no --output given: nothing saved")
+
+
+def _decompose_on_data(loaded: LoadedModel, config: DecomposeConfig, example: torch.Tensor,
+                       args: argparse.Namespace) -> tuple[DecompositionReport, dict[str, Any]]:
+    """``decompose_on_data_`` on ``args.fit_on_data`` random training images of the dataset;
+    returns the report and what was fitted to what (dataset, images, per-layer errors)."""
+    from ..train.sweep import calibration_batches
+
+    dataset = load_data(args)
+    if tuple(dataset.input_size) != tuple(loaded.input_size):
+        raise CliError(f"--dataset {args.dataset} has {'x'.join(map(str, dataset.input_size))} images but the model "
+                       f"takes {'x'.join(map(str, loaded.input_size))}: fit on the data the model was trained on "
+                       "(see --data-option, --input-size).")
+    calibration = calibration_batches(dataset, args.fit_on_data)
+    report, fits = decompose_on_data_(loaded.model, config, example, calibration)
+    return report, {"dataset": dataset.name, "images": args.fit_on_data, "layers": [dataclasses.asdict(f) for f in fits]}
+
+
+def _fit_table(fitted: dict[str, Any]) -> str:
+    """Per fitted layer: its relative response error for the weight's SVD and the fitted factors."""
+    header = f"{'layer':<34} {'rank':>5} {'SVD error':>10} {'fitted error':>13}"
+    rows = [f"response error E||y - y_r||^2 / E||y||^2 on {fitted['images']} {fitted['dataset']} training images",
+            header, "-" * len(header)]
+    rows += [f"{f['name']:<34} {f['rank']:>5} {f['svd_error']:>10.4f} {f['fitted_error']:>13.4f}" for f in fitted["layers"]]
+    return "\n".join(rows)
 
 
 def _cmd_macs(args: argparse.Namespace) -> None:
@@ -148,7 +192,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="factorize a model's conv/linear layers; print a per-layer table; save a decomposed checkpoint",
         description="Factorize the conv and linear layers of a registered model (optionally with weights "
         "from --checkpoint) by truncated SVD, print what each layer became, and save the result with "
-        "its rank plan.",
+        "its rank plan. With --fit-on-data N --dataset NAME the factors (same ranks) are fitted to each "
+        "layer's responses on N training images instead: better for a net that was not trained with TRP.",
     )
     add_model_arguments(decompose)
     add_decompose_arguments(decompose)
@@ -161,6 +206,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                            help="what --target-speedup searches: the energy e or the rank fraction; default: energy")
     decompose.add_argument("--measured", action="store_true",
                            help="keep a layer dense unless its factorized form is measured faster here (PyTorch eager, CPU)")
+    add_data_arguments(decompose, required=False)
     decompose.add_argument("--output", "-o", type=Path, help="write the decomposed checkpoint here")
     decompose.add_argument("--report", type=Path, help="write the per-layer report as JSON here")
     decompose.set_defaults(run=_cmd_decompose)

@@ -5,24 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from ..criteria import parse_criterion
-from .common import CliError, add_decompose_arguments, decompose_config
+from .common import add_data_arguments, add_decompose_arguments, check_fit_on_data, decompose_config, load_data
 
 __all__ = ["add_parsers"]
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from ..data import load_dataset
     from ..train.sweep import run_sweep
 
     labels = args.labels or [path.stem for path in args.checkpoints]
     args.criterion = args.criteria[0]
     config = decompose_config(args)
-    if args.fit_on_data and config.scheme != "channel":
-        raise ValueError(f"--fit-on-data needs --scheme channel (got {config.scheme!r}).")
-    dataset = load_dataset(args.dataset, args.data_root, **dict(_option(o) for o in args.data_option))
+    check_fit_on_data(args, config)
+    dataset = load_data(args)
     result = run_sweep(
         args.checkpoints, labels, dataset, config, [parse_criterion(c) for c in args.criteria], args.out,
         model_name=args.model, spectrum_layers=args.spectrum_layers, calibration_images=args.fit_on_data,
@@ -33,13 +30,6 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         for point, text in zip(data["points"], args.criteria):
             print(f"{label:<14} {text:<16} {point['conv_speedup']:>7.2f}x {100 * point['accuracy']:>8.2f}% {point['params']:>10,}")
     print(f"wrote sweep.json, accuracy_vs_speedup.png, ranks.png and spectra.png to {args.out}")
-
-
-def _option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise CliError(f"cannot read --data-option {text!r}; write KEY=VALUE, e.g. image_size=32.")
-    return key, int(value) if value.isdigit() else value
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -74,15 +64,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("checkpoints", type=Path, nargs="+", help="trained checkpoints (e.g. runs/*/dense.pt)")
     sweep.add_argument("--labels", nargs="+", help="one label per checkpoint (default: file names)")
     sweep.add_argument("--model", help="architecture, if a checkpoint does not name it")
-    sweep.add_argument("--dataset", required=True, help="registered dataset to evaluate on")
-    sweep.add_argument("--data-root", default="data", help="dataset directory")
-    sweep.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="dataset option (repeatable)")
+    add_data_arguments(sweep, required=True)
     sweep.add_argument("--criteria", nargs="+", default=["energy:0.005", "energy:0.01", "energy:0.02", "energy:0.05", "energy:0.1"],
                        help="criteria to sweep (default: energy 0.005 to 0.1)")
     add_decompose_arguments(sweep)
-    sweep.add_argument("--fit-on-data", type=int, default=0, metavar="N",
-                       help="fit each layer's factors to its responses on N training images (channel scheme; "
-                            "Zhang et al.'s linear solution) instead of the weights' SVD alone")
     sweep.add_argument("--spectrum-layers", nargs="+", default=[], metavar="NAME", help="layers for spectra.png")
     sweep.add_argument("--out", type=Path, default=Path("runs/sweep"), help="output directory (default runs/sweep)")
     sweep.set_defaults(run=_cmd_sweep)
