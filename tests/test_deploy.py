@@ -188,8 +188,7 @@ def test_cli_sweep_fitted_on_data_keeps_the_ranks_and_refuses_the_spatial_scheme
 
 def test_cli_decompose_fitted_on_data_saves_what_the_library_fits(tmp_path, capsys):
     pytest.importorskip("sklearn", reason="the digits dataset comes with scikit-learn")
-    from trp.data import load_dataset
-    from trp.train.sweep import calibration_batches
+    from trp.data import calibration_batches, load_dataset
 
     torch.manual_seed(0)
     model = trp.models.create_model("resnet20", num_classes=10, in_channels=1)

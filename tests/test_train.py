@@ -170,6 +170,8 @@ def test_overrides_are_typed(tmp_path):
         (["decompose.target_speedup=0.5"], "target_speedup must be 0"),
         (["decompose.target_speedup=2", "decompose.criterion=rank:4"], "must be one of"),
         (["optim.epochs=0", "model.checkpoint=x.pt", "trp.enabled=true"], "set trp.enabled = false"),
+        (["decompose.fit_on_data=-1"], "number of training images"),
+        (["decompose.fit_on_data=64", "decompose.scheme=spatial"], "needs decompose.scheme = 'channel'"),
     ],
 )
 def test_bad_options_get_clear_errors(overrides, message):
@@ -302,6 +304,34 @@ def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_fold
     run_training(load_train_config(None, overrides))
     phases = [json.loads(line)["phase"] for line in (tmp_path / "basic" / "metrics.jsonl").read_text().splitlines()]
     assert phases == ["finetune"]
+
+
+def test_basic_with_factors_fitted_to_data(tiny_folder, tmp_path):
+    """decompose.fit_on_data: the same ranks as the SVD decomposition, the factors that
+    trp.decompose_on_data_ fits on the same training images, and each layer's errors."""
+    run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "trained", **{"trp.enabled": False})))
+    dense_path = tmp_path / "trained" / "dense.pt"
+    basic = {"trp.enabled": False, "optim.epochs": 0, "model.checkpoint": str(dense_path), "decompose.target_speedup": 1.5}
+    svd = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "svd", **basic)))
+    fitted = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "fit", **basic, **{"decompose.fit_on_data": 20})))
+    assert svd["decomposed"]["fit_on_data"] is None
+    assert fitted["ranks"] == svd["ranks"] and fitted["decomposed"]["conv_speedup"] == svd["decomposed"]["conv_speedup"]
+    layers = fitted["decomposed"]["fit_on_data"]["layers"]
+    assert len(layers) == fitted["decomposed"]["layers_decomposed"] > 0
+    assert all(0 <= layer["fitted_error"] <= layer["svd_error"] + 1e-9 for layer in layers)
+
+    model = trp.load_decomposed(dense_path, trp.models.create_model("resnet20", num_classes=2))
+    energy = fitted["decomposed"]["criterion"]["pruned_energy"]
+    config = trp.DecomposeConfig(criterion=trp.EnergyCriterion(energy), decompose_linear=False)  # the run's [decompose]
+    calibration = trp.data.calibration_batches(trp.data.load_dataset("imagefolder", tiny_folder), 20)
+    trp.decompose_on_data_(model, config, torch.zeros(1, 3, 12, 12), calibration)
+    saved = read_checkpoint(tmp_path / "fit" / "decomposed.pt").state_dict
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(saved[name], tensor)
+
+    overrides = tiny_overrides(tiny_folder, tmp_path / "many", **basic, **{"decompose.fit_on_data": 1000})
+    with pytest.raises(ValueError, match="more than the 48 training images"):
+        run_training(load_train_config(None, overrides))
 
 
 def test_an_unreachable_target_fails_before_training(tiny_folder, tmp_path):

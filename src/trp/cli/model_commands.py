@@ -13,6 +13,7 @@ import torch
 from ..checkpoint import load_state_dict_, read_checkpoint, save_checkpoint
 from ..config import DecomposeConfig
 from ..counting import count_macs
+from ..data import calibration_batches
 from ..export import export_onnx, export_torchscript
 from ..fold import fold_batchnorm_
 from ..latency import RUNTIMES, compare_latency
@@ -77,8 +78,6 @@ def _decompose_on_data(loaded: LoadedModel, config: DecomposeConfig, example: to
                        args: argparse.Namespace) -> tuple[DecompositionReport, dict[str, Any]]:
     """``decompose_on_data_`` on ``args.fit_on_data`` random training images of the dataset;
     returns the report and what was fitted to what (dataset, images, per-layer errors)."""
-    from ..train.sweep import calibration_batches
-
     dataset = load_data(args)
     if tuple(dataset.input_size) != tuple(loaded.input_size):
         raise CliError(f"--dataset {args.dataset} has {'x'.join(map(str, dataset.input_size))} images but the model "

@@ -14,7 +14,7 @@ and ``digits`` (see :func:`list_datasets`).
 
 from . import cifar, digits, imagefolder, mnist  # noqa: F401  (importing registers the datasets)
 from .augment import augment_crop_flip, normalize
-from .dataset import ImageDataset, ImageSplit, channel_stats
+from .dataset import ImageDataset, ImageSplit, calibration_batches, channel_stats
 from .loader import TensorLoader
 from .registry import list_datasets, load_dataset, register_dataset
 from .safe_pickle import UnsafePickleError
@@ -23,6 +23,7 @@ __all__ = [
     "ImageDataset",
     "ImageSplit",
     "channel_stats",
+    "calibration_batches",
     "register_dataset",
     "load_dataset",
     "list_datasets",

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ImageSplit", "ImageDataset", "channel_stats"]
+from .augment import normalize
+
+__all__ = ["ImageSplit", "ImageDataset", "calibration_batches", "channel_stats"]
 
 
 @dataclass
@@ -104,3 +106,13 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         means.append(mean)
         stds.append(variance**0.5)
     return tuple(means), tuple(stds)
+
+
+def calibration_batches(dataset: ImageDataset, images: int, batch_size: int = 256, seed: int = 0) -> list[torch.Tensor]:
+    """``images`` training images drawn at random (seeded, without replacement; no
+    augmentation), normalized, in CPU batches: calibration data for :func:`trp.decompose_on_data_`."""
+    if not 0 < images <= len(dataset.train):
+        raise ValueError(f"calibration needs 1 to {len(dataset.train)} training images, got {images}.")
+    chosen = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[:images]
+    return [normalize(dataset.train.images[chosen[first : first + batch_size]], dataset.mean, dataset.std)
+            for first in range(0, images, batch_size)]

@@ -89,7 +89,10 @@ class DecomposeSection:
     """How the trained net is decomposed (and which layers TRP acts on). ``target_speedup``:
     0 decomposes with ``criterion``; a value >= 1 instead decomposes the trained net at the
     ``criterion`` family's (energy or fraction) setting that reaches that conv-MAC speed-up
-    (TRP during training still uses ``criterion``)."""
+    (TRP during training still uses ``criterion``). ``fit_on_data``: 0 takes each layer's
+    factors from its weight's truncated SVD; N > 0 keeps those ranks but fits the factors to
+    the layer's responses on N random training images (channel scheme only;
+    :func:`trp.decompose_on_data_`), which helps a net not trained with TRP."""
 
     scheme: str = "channel"
     criterion: str = "energy:0.02"
@@ -100,6 +103,7 @@ class DecomposeSection:
     decompose_linear: bool = False
     grouped: str = "per_group"
     keep_unprofitable: bool = False
+    fit_on_data: int = 0
 
 
 @dataclass
@@ -160,6 +164,11 @@ class TrainConfig:
             raise ValueError(f"unknown dataset {self.data.dataset!r}; registered datasets: {', '.join(list_datasets())}.")
         self.decompose_config()
         self.target_family()  # raises for an impossible target
+        if self.decompose.fit_on_data < 0:
+            raise ValueError(f"decompose.fit_on_data is a number of training images (0: off), got {self.decompose.fit_on_data}.")
+        if self.decompose.fit_on_data and self.decompose.scheme != "channel":
+            raise ValueError(f"decompose.fit_on_data needs decompose.scheme = 'channel' (got {self.decompose.scheme!r}): "
+                             "the spatial scheme's factors are not a projection of the layer's output.")
         if self.optim.epochs == 0 and self.trp.enabled:
             raise ValueError("optim.epochs = 0 trains nothing, so TRP cannot act: set trp.enabled = false.")
         if self.trp.enabled:

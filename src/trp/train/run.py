@@ -29,9 +29,10 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import load_decomposed, read_checkpoint, save_checkpoint
 from ..config import DecomposeConfig
 from ..counting import count_macs
-from ..data import ImageDataset, TensorLoader, load_dataset
+from ..data import ImageDataset, TensorLoader, calibration_batches, load_dataset
 from ..models import create_model
 from ..rank_training import TRPHandle, attach_trp, criterion_ranks
+from ..response_fit import decompose_on_data_
 from ..surgery import decompose_
 from ..target import criterion_for_speedup
 from .config import OptimSection, TrainConfig
@@ -45,10 +46,10 @@ __all__ = ["run_training", "method_label", "load_run_data", "RunInterrupted"]
 
 # Options that may differ between a run and its resumption; any other change is refused.
 # ``run.channels_last`` changes only the memory layout (same math, rounding aside);
-# ``decompose.target_speedup`` only the decomposition after training.
+# ``decompose.target_speedup`` and ``decompose.fit_on_data`` only the decomposition after training.
 RESUME_CHANGEABLE = (
     "run.progress", "run.stop_after_epochs", "run.device", "run.out_dir", "data.root", "data.download",
-    "data.eval_batch_size", "run.channels_last", "decompose.target_speedup",
+    "data.eval_batch_size", "run.channels_last", "decompose.target_speedup", "decompose.fit_on_data",
 )
 
 
@@ -128,6 +129,9 @@ class _Run:
                 f"images each process gets: lower data.batch_size."
             )
         self.example = torch.zeros(1, *self.dataset.input_size, device=runtime.device)
+        if config.decompose.fit_on_data > len(self.dataset.train):
+            raise ValueError(f"decompose.fit_on_data = {config.decompose.fit_on_data} asks for more than the "
+                             f"{len(self.dataset.train)} training images: lower it (a few thousand are plenty).")
 
     def log(self, message: str) -> None:
         if self.runtime.is_main:
@@ -340,11 +344,17 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
         save_checkpoint(run.out / "dense.pt", model, None, entry)
     decomposed_model = copy.deepcopy(model)
     decompose_config = _final_decompose_config(config, model, run.example)
-    report = decompose_(decomposed_model, decompose_config, run.example)
+    fit_images = config.decompose.fit_on_data
+    if fit_images:
+        calibration = [batch.to(runtime.device) for batch in calibration_batches(run.dataset, fit_images)]
+        report, fits = decompose_on_data_(decomposed_model, decompose_config, run.example, calibration)
+    else:
+        report, fits = decompose_(decomposed_model, decompose_config, run.example), []
     decomposed = _evaluate_model(run, decomposed_model)
     decomposed.update(
         conv_speedup=report.conv_speedup, model_speedup=report.model_speedup, layers_decomposed=len(report.decomposed),
         criterion=decompose_config.criterion.to_dict(),
+        fit_on_data={"images": fit_images, "layers": [dataclasses.asdict(fit) for fit in fits]} if fit_images else None,
     )
     summary: dict[str, Any] = {
         "method": method_label(config), "model": config.model.name, "dataset": config.data.dataset,

@@ -16,7 +16,7 @@ from torch import nn
 from ..checkpoint import load_decomposed, read_checkpoint
 from ..config import DecomposeConfig
 from ..criteria import RankCriterion
-from ..data import ImageDataset, normalize
+from ..data import ImageDataset, calibration_batches
 from ..models import create_model
 from ..plots import plot_accuracy_vs_speedup, plot_layer_ranks, plot_spectra
 from ..response_fit import decompose_fitted_, response_errors, response_moments
@@ -24,7 +24,7 @@ from ..surgery import decompose_, factorizable_layers, factorized_class_for
 from .loop import Batches, evaluate
 from .runtime import Runtime
 
-__all__ = ["SweepPoint", "sweep_criteria", "accuracy_on", "calibration_batches", "load_trained", "run_sweep"]
+__all__ = ["SweepPoint", "sweep_criteria", "accuracy_on", "load_trained", "run_sweep"]
 
 
 @dataclass
@@ -80,16 +80,6 @@ def accuracy_on(dataset: ImageDataset, batch_size: int = 512) -> Callable[[nn.Mo
     runtime = Runtime(torch.device("cpu"))
     batches = Batches(dataset.mean, dataset.std, runtime.device, channels_last=False, bf16=False)
     return lambda model: evaluate(model, dataset.test, batches, runtime, batch_size)[1]
-
-
-def calibration_batches(dataset: ImageDataset, images: int, batch_size: int = 256, seed: int = 0) -> list[torch.Tensor]:
-    """``images`` training images drawn at random (seeded, without replacement; no
-    augmentation), normalized, in CPU batches: the calibration data of a data-fitted sweep."""
-    if not 0 < images <= len(dataset.train):
-        raise ValueError(f"calibration needs 1 to {len(dataset.train)} training images, got {images}.")
-    chosen = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[:images]
-    return [normalize(dataset.train.images[chosen[first : first + batch_size]], dataset.mean, dataset.std)
-            for first in range(0, images, batch_size)]
 
 
 def load_trained(path: Path, model_name: str | None, dataset: ImageDataset) -> nn.Module:
