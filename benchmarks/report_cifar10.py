@@ -97,6 +97,11 @@ CURVES = {
 LABELS = {run: label for runs in TRP_RUNS.values() for run, label in runs.items()}
 TRAINED = {"baseline": "baseline", "nu": "Nu", **LABELS}  # every run with a metrics.jsonl
 # Spectra of LAYER per scheme: baseline, nuclear norm alone, TRP+Nu.
+# Decompose our baseline and fine-tune it briefly, per scheme: method (one run per speed-up) -> row label.
+FINETUNES = {
+    "channel": {"basic-ft-channel": "basic + fine-tune", "basic-fit-ft-channel": "basic fitted to data + fine-tune"},
+    "spatial": {"basic-ft-spatial": "basic + fine-tune"},
+}
 SPECTRA = {"channel": ("basic-channel", "nu-channel", "trp1-nu"), "spatial": ("basic-spatial", "nu-spatial", "trp2-nu")}
 
 
@@ -135,9 +140,10 @@ class Results:
     def summary(self, run: str) -> dict[str, Any] | None:
         return self._json(self.root / run / "summary.json")
 
-    def basic_finetunes(self, scheme: str) -> list[tuple[str, dict[str, Any]]]:
-        """(run, summary) of the finished basic + fine-tune runs of ``scheme``, by speed-up."""
-        runs = [path.parent.name for path in self.root.glob(f"basic-ft-{scheme}-*/summary.json")]
+    def basic_finetunes(self, method: str) -> list[tuple[str, dict[str, Any]]]:
+        """(run, summary) of the finished fine-tune runs of ``method`` (e.g. "basic-ft-channel",
+        one run per speed-up), by speed-up."""
+        runs = [path.parent.name for path in self.root.glob(f"{method}-*x/summary.json")]
         found = [(run, self.summary(run)) for run in runs]
         tuned = [(run, summary) for run, summary in found if summary and summary.get("finetuned")]
         return sorted(tuned, key=lambda item: item[1]["decomposed"]["conv_speedup"])
@@ -172,14 +178,15 @@ def table_rows(results: Results) -> list[Row]:
         rows.append(_sweep_row(results, f"basic-{scheme}", "basic (no fine-tune)", scheme, paper_basic, base))
         if scheme == "channel":
             rows.append(_sweep_row(results, DATA_FIT, "basic fitted to data (no fine-tune)", scheme, paper_basic, base))
-        tuned_runs = results.basic_finetunes(scheme)
-        if not tuned_runs:
-            rows.append(Row("basic + fine-tune", scheme, None, None, None, None, None, None, None, "not finished"))
-        for run, tuned in tuned_runs:
-            epochs = tuned["config"]["finetune"]["epochs"]
-            rows.append(Row(f"basic + {epochs}-epoch fine-tune", scheme, None, None, 100 * tuned["dense"]["accuracy"],
-                            100 * tuned["finetuned"]["accuracy"], tuned["decomposed"]["conv_speedup"],
-                            tuned["finetuned"]["params"], results.finetune_hours(run)))
+        for method, label in FINETUNES[scheme].items():
+            tuned_runs = results.basic_finetunes(method)
+            if not tuned_runs:
+                rows.append(Row(label, scheme, None, None, None, None, None, None, None, "not finished"))
+            for run, tuned in tuned_runs:
+                epochs = tuned["config"]["finetune"]["epochs"]
+                rows.append(Row(label.replace("fine-tune", f"{epochs}-epoch fine-tune"), scheme, None, None,
+                                100 * tuned["dense"]["accuracy"], 100 * tuned["finetuned"]["accuracy"],
+                                tuned["decomposed"]["conv_speedup"], tuned["finetuned"]["params"], results.finetune_hours(run)))
         rows.append(_sweep_row(results, f"nu-{scheme}", "Nu", scheme, None, results.summary("nu")))
         for run, label in TRP_RUNS[scheme].items():
             summary = results.summary(run)
@@ -263,9 +270,11 @@ def draw_figures(results: Results) -> list[Path]:
     for scheme, labels in CURVES.items():
         curves = {name: [(p["conv_speedup"], 100 * p["accuracy"]) for p in results.sweep_points(label)]
                   for label, name in labels.items() if results.sweep_points(label)}
-        tuned_runs = results.basic_finetunes(scheme)
-        if tuned_runs:
-            curves["basic + fine-tune"] = [(t["decomposed"]["conv_speedup"], 100 * t["finetuned"]["accuracy"]) for _, t in tuned_runs]
+        for method, label in FINETUNES[scheme].items():
+            tuned_runs = results.basic_finetunes(method)
+            if tuned_runs:
+                curves[label] = [
+                    (t["decomposed"]["conv_speedup"], 100 * t["finetuned"]["accuracy"]) for _, t in tuned_runs]
         if curves:
             written.append(plot_accuracy_vs_speedup(
                 curves, results.root / f"fig3_{scheme}.png", f"ResNet-20, CIFAR-10, {scheme} scheme (no fine-tuning unless labelled)",
@@ -458,7 +467,8 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
         "(`trp.decompose_on_data_`: Zhang et al.'s linear solution, without their nonlinear and asymmetric steps; "
         "channel scheme only); *basic + fine-tune* "
         "decomposes the baseline at a given conv-MAC speed-up (the energy found by bisection) and fine-tunes it "
-        f"for {finetune_epochs} epochs; *Nu* is the nuclear norm alone "
+        f"for {finetune_epochs} epochs, and *basic fitted to data + fine-tune* fits those factors to "
+        f"{_config('basic-fit-ft-channel').decompose.fit_on_data:,} training images first; *Nu* is the nuclear norm alone "
         "(no projection), decomposed with either scheme; "
         f"the search: *{mild.decompose.criterion.replace('energy:', 'e = ')}* rows prune less energy at each projection "
         f"than the paper's {trp_nu.decompose.criterion}, aiming nearer its speed-ups; *from our baseline* rows "

@@ -6,7 +6,8 @@
 Runs, one after the other, every method from its committed config in configs/cifar10/
 (resnet20-{baseline,nu,trp1,trp1-nu,trp2,trp2-nu}-cpu.toml: one 30-epoch one-cycle schedule
 for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the baseline
-decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned;
+decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned, and
+resnet20-basic-fit-ft-channel-cpu.toml the same from factors fitted to its responses;
 resnet20-trp{1,2}-nu-e0.01-cpu.toml and resnet20-trp{1,2}-nu-from-baseline-cpu.toml: the search
 for better settings (the latter TRP-train our trained baseline for 10 epochs, as the paper does
 on ImageNet);
@@ -43,11 +44,13 @@ from report_cifar10 import CALIBRATION_IMAGES, DATA_FIT, LAYER, RESULTS, write_r
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
     "baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial",
+    "basic-fit-ft-channel",  # basic + fine-tune from factors fitted to the baseline's responses
     "trp1-nu-e0.01", "trp2-nu-e0.01",  # the search: half the energy pruned per projection
     "trp1-nu-from-baseline", "trp2-nu-from-baseline",  # the search: TRP+Nu briefly, from our baseline
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
 )
-FROM_BASELINE = ("basic-ft-channel", "basic-ft-spatial", "trp1-nu-from-baseline", "trp2-nu-from-baseline")
+FINETUNED = ("basic-ft-channel", "basic-ft-spatial", "basic-fit-ft-channel")  # one run per speed-up, no sweep
+FROM_BASELINE = (*FINETUNED, "trp1-nu-from-baseline", "trp2-nu-from-baseline")
 BASIC_FT_SPEEDUPS = {"channel": (1.5, 2.2, 3.0), "spatial": (2.0, 2.8, 4.0)}  # conv-MAC targets
 SWEEP_ENERGIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
@@ -78,11 +81,11 @@ def prepare_data(archive: Path, cache: Path) -> Path:
 
 
 def runs_of(method: str) -> list[tuple[str, list[str]]]:
-    """The runs a method stands for: (run name, config overrides). "basic-ft-SCHEME" is one
-    fine-tune per speed-up in BASIC_FT_SPEEDUPS, so basic + fine-tune is a curve too."""
-    if not method.startswith("basic-ft"):
+    """The runs a method stands for: (run name, config overrides). A FINETUNED method is one
+    fine-tune per speed-up in BASIC_FT_SPEEDUPS of its scheme, so basic + fine-tune is a curve too."""
+    if method not in FINETUNED:
         return [(method, [])]
-    scheme = method.removeprefix("basic-ft-")
+    scheme = method.rsplit("-", 1)[1]
     return [(f"{method}-{s}x", [f"decompose.target_speedup={s}"]) for s in BASIC_FT_SPEEDUPS[scheme]]
 
 
@@ -112,7 +115,7 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
     """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
     norm alone with both schemes, each TRP run with its own."""
-    if method.startswith("basic-ft") or method == "trp1-fig2":
+    if method in FINETUNED or method == "trp1-fig2":
         return
     dataset = load_dataset("imagefolder", data_root)
     config = load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").decompose_config()

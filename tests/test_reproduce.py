@@ -126,6 +126,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     write(root / "basic-ft-spatial-2.8x" / "metrics.jsonl", "".join(
         json.dumps({"phase": "finetune", "epoch": i, "epoch_seconds": 1800.0}) + "\n" for i in (1, 2)))
     write(root / "basic-ft-channel-2.2x" / "summary.json", fake_summary(0.9100, 0.3000, 2.2, seconds=0))  # no fine-tune
+    write(root / "basic-fit-ft-channel-2.2x" / "summary.json", fake_summary(0.9100, 0.5000, 2.2, seconds=0, finetuned=0.8900))
     markdown = tmp_path / "RESULTS.md"
     markdown.write_text("# Results\n\nkept\n")
 
@@ -146,6 +147,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert rows[("basic + 2-epoch fine-tune", "spatial")]["decomposed"] == pytest.approx(88.0)
     assert rows[("basic + 2-epoch fine-tune", "spatial")]["hours"] == pytest.approx(1.0)
     assert rows[("basic + fine-tune", "channel")]["status"] == "not finished"
+    assert rows[("basic fitted to data + 2-epoch fine-tune", "channel")]["decomposed"] == pytest.approx(89.0)
+    assert ("basic fitted to data + fine-tune", "spatial") not in rows  # the fit is for the channel scheme only
     assert rows[("Nu", "channel")]["status"] == "not finished"  # an interrupted sweep
     assert rows[("TRP1", "channel")]["status"] == "not finished"
     text = markdown.read_text()
@@ -191,8 +194,15 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     script, report = load_script(), load_benchmark("report_cifar10")
     reported = {run for runs in report.TRP_RUNS.values() for run in runs} | {run for run, *_ in report.TARGETS}
     assert reported <= set(script.METHODS)
+    finetuned = {method for methods in report.FINETUNES.values() for method in methods}
+    assert reported | finetuned <= set(script.METHODS) and finetuned == set(script.FINETUNED)
     for method in script.METHODS:
         assert (script.REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").is_file(), method
+    fitted, plain = report._config("basic-fit-ft-channel").to_dict(), report._config("basic-ft-channel").to_dict()
+    assert fitted["decompose"].pop("fit_on_data") == report.CALIBRATION_IMAGES  # as the "basic fitted to data" row
+    plain["decompose"].pop("fit_on_data")
+    fitted["run"].pop("out_dir"), plain["run"].pop("out_dir")
+    assert fitted == plain  # otherwise the same run as basic + fine-tune
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
