@@ -96,12 +96,12 @@ CURVES = {
 }
 LABELS = {run: label for runs in TRP_RUNS.values() for run, label in runs.items()}
 TRAINED = {"baseline": "baseline", "nu": "Nu", **LABELS}  # every run with a metrics.jsonl
-# Spectra of LAYER per scheme: baseline, nuclear norm alone, TRP+Nu.
 # Decompose our baseline and fine-tune it briefly, per scheme: method (one run per speed-up) -> row label.
 FINETUNES = {
     "channel": {"basic-ft-channel": "basic + fine-tune", "basic-fit-ft-channel": "basic fitted to data + fine-tune"},
     "spatial": {"basic-ft-spatial": "basic + fine-tune"},
 }
+# Spectra of LAYER per scheme: baseline, nuclear norm alone, TRP+Nu.
 SPECTRA = {"channel": ("basic-channel", "nu-channel", "trp1-nu"), "spatial": ("basic-spatial", "nu-spatial", "trp2-nu")}
 
 

@@ -96,6 +96,10 @@ def test_macs_of_a_registered_model(capsys):
         (["decompose", "--model", "resnet20", "--fit-on-data", "64", "--dataset", "digits", "--measured"], "do not combine"),
         (["decompose", "--model", "resnet20", "--fit-on-data", "-5", "--dataset", "digits"], "takes a number of training images"),
         (["decompose", "--model", "resnet20", "--dataset", "digits"], "only read by --fit-on-data"),
+        (["decompose", "--model", "resnet20", "--fit-on-data", "-5", "--dataset", "digits", "--scheme", "spatial"],
+         "takes a number of training images"),
+        (["decompose", "--model", "resnet20", "--fit-on-data", "8", "--dataset", "cifar10", "--data-root", "/nonexistent",
+          "--data-option", "download=false"], "--data-root names the dataset's directory"),  # "false" is no download
     ],
 )
 def test_bad_input_gets_one_clear_line(capsys, argv, message):

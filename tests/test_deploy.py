@@ -212,8 +212,12 @@ def test_cli_decompose_fitted_on_data_saves_what_the_library_fits(tmp_path, caps
     assert reported["layers"] == [dataclasses.asdict(f) for f in fits]
     assert all(layer["fitted_error"] <= layer["svd_error"] + 1e-9 for layer in reported["layers"])
 
-    assert main(argv[:3] + ["--dataset", "digits", "--fit-on-data", "64"]) == 2  # the model's default input is 1x32x32
-    assert "has 1x8x8 images but the model takes 1x32x32" in capsys.readouterr().err
+    assert main(argv[:3] + ["--dataset", "digits", "--fit-on-data", "64"]) == 0  # the input follows the dataset
+    assert "input (1, 1, 8, 8)" in capsys.readouterr().out
+    for extra, message in ((["--input-size", "1", "16", "16"], "has 1x8x8 images but --input-size is 1x16x16"),
+                           (["--fit-on-data", "100000"], "--fit-on-data 100000 asks for more than the 1,438 training images")):
+        assert main(argv[:3] + ["--dataset", "digits", "--fit-on-data", "64", *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_measured_mode_keeps_slower_layers_dense(monkeypatch):

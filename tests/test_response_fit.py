@@ -62,6 +62,12 @@ def test_fitted_conv_reaches_the_float64_optimum_and_beats_the_weight_svd(groups
     assert fit.svd_error == pytest.approx(svd_measured, rel=1e-4)
     assert fit.fitted_error < 0.9 * fit.svd_error  # the uneven inputs make the data matter
     assert torch.equal(layer.second.bias.detach(), bias)
+    # the report's weight error is that of the factors installed, which the SVD beats in weight space
+    weight = dense.weight.detach().double()
+    installed = float((weight - layer.dense_weight().detach().double()).norm() / weight.norm())
+    assert report.decomposed[0].relative_error == pytest.approx(installed, rel=1e-6)
+    svd_report = trp.decompose_(copy.deepcopy(nn.Sequential(dense)), config, batches[0][:1]).decomposed[0]
+    assert report.decomposed[0].relative_error > svd_report.relative_error
 
 
 def test_a_linear_layer_over_tokens_is_fitted_per_token():

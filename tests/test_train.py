@@ -306,7 +306,7 @@ def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_fold
     assert phases == ["finetune"]
 
 
-def test_basic_with_factors_fitted_to_data(tiny_folder, tmp_path):
+def test_basic_with_factors_fitted_to_data(tiny_folder, tmp_path, capsys):
     """decompose.fit_on_data: the same ranks as the SVD decomposition, the factors that
     trp.decompose_on_data_ fits on the same training images, and each layer's errors."""
     run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "trained", **{"trp.enabled": False})))
@@ -319,6 +319,9 @@ def test_basic_with_factors_fitted_to_data(tiny_folder, tmp_path):
     layers = fitted["decomposed"]["fit_on_data"]["layers"]
     assert len(layers) == fitted["decomposed"]["layers_decomposed"] > 0
     assert all(0 <= layer["fitted_error"] <= layer["svd_error"] + 1e-9 for layer in layers)
+    assert "fitted error" in capsys.readouterr().out
+    described = read_checkpoint(tmp_path / "fit" / "decomposed.pt").metadata["decomposition"]
+    assert described["fit_on_data"] == fitted["decomposed"]["fit_on_data"]
 
     model = trp.load_decomposed(dense_path, trp.models.create_model("resnet20", num_classes=2))
     energy = fitted["decomposed"]["criterion"]["pruned_energy"]

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +32,9 @@ from .lowrank import thin_svd
 from .report import DecompositionReport
 from .surgery import FilterFn, decompose_, factorizable_layers, factorized_class_for
 
-__all__ = ["LayerFit", "decompose_on_data_", "decompose_fitted_", "response_errors", "response_moments"]
+__all__ = [
+    "LayerFit", "decompose_on_data_", "decompose_fitted_", "fit_record", "fit_table", "response_errors", "response_moments",
+]
 
 
 @dataclass
@@ -44,6 +47,22 @@ class LayerFit:
     rank: int
     svd_error: float
     fitted_error: float
+
+
+def fit_record(fits: list[LayerFit], images: int, dataset: str) -> dict[str, Any]:
+    """What was fitted to what, as JSON-ready data: ``{"dataset", "images", "layers"}``."""
+    return {"dataset": dataset, "images": images, "layers": [asdict(fit) for fit in fits]}
+
+
+def fit_table(fits: list[LayerFit], images: int) -> str:
+    """A fixed-width table: per fitted layer, its rank and relative response errors (SVD, fitted)."""
+    header = f"{'layer':<34} {'rank':>5} {'SVD error':>10} {'fitted error':>13}"
+    rows = [f"response error E||y - y_r||^2 / E||y||^2 on {images} training images", header, "-" * len(header)]
+    rows += [f"{fit.name:<34} {fit.rank:>5} {fit.svd_error:>10.4f} {fit.fitted_error:>13.4f}" for fit in fits]
+    if fits:
+        mean_svd, mean_fitted = (sum(getattr(f, key) for f in fits) / len(fits) for key in ("svd_error", "fitted_error"))
+        rows += ["-" * len(header), f"{'mean':<34} {'':>5} {mean_svd:>10.4f} {mean_fitted:>13.4f}"]
+    return "\n".join(rows)
 
 
 def _first_tensor(batch: torch.Tensor | tuple | list) -> torch.Tensor:
@@ -306,6 +325,16 @@ def decompose_fitted_(
     fits = []
     for layer_report in report.decomposed:
         layer = model.get_submodule(layer_report.name)
-        svd_error, fitted_error = _refit(layer, dense_matrices[layer_report.name], moments[layer_report.name])
+        dense_matrix = dense_matrices[layer_report.name]
+        svd_error, fitted_error = _refit(layer, dense_matrix, moments[layer_report.name])
         fits.append(LayerFit(layer_report.name, layer.rank, svd_error, fitted_error))
+        layer_report.relative_error = _weight_error(layer, dense_matrix)  # of the factors installed, not the SVD's
     return report, fits
+
+
+def _weight_error(layer: FactorizedLayer, dense_matrix: torch.Tensor) -> float:
+    """``||W - W_r||_F / ||W||_F`` of ``layer``'s factors against the dense ``(g, m, n)`` matrix."""
+    left, right = (factor.detach().double() for factor in layer._factors())
+    matrix = dense_matrix.double()
+    norm = matrix.norm()
+    return float((matrix - left @ right).norm() / norm) if norm > 0 else 0.0

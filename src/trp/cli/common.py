@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CliError", "LoadedModel", "add_model_arguments", "add_decompose_arguments", "add_data_arguments",
-    "check_fit_on_data", "check_writable", "load_model", "load_data", "decompose_config",
+    "check_calibration_size", "check_fit_on_data", "check_writable", "load_model", "load_data", "decompose_config",
 ]
 
 
@@ -47,7 +47,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        "(torch.save(model.state_dict(), path)); without it the weights are random")
     group.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own)")
     group.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
-                       help="input size for MAC counts (default: the model's own, e.g. 3 32 32)")
+                       help="input size for MAC counts (default: the model's own, e.g. 3 32 32, with the "
+                       "checkpoint's input channels; with --fit-on-data, the dataset's image size)")
 
 
 def check_model_arguments(args: argparse.Namespace) -> None:
@@ -66,7 +67,10 @@ def check_writable(path: Path | None, option: str) -> None:
         raise CliError(f"cannot write {path}: directory {path.parent} does not exist.")
 
 
-def load_model(args: argparse.Namespace) -> LoadedModel:
+def load_model(args: argparse.Namespace, default_input_size: tuple[int, ...] | None = None) -> LoadedModel:
+    """The model that ``--model``/``--checkpoint`` name. Its input size is ``--input-size``, else
+    ``default_input_size`` (e.g. the images it is fitted to), else the model's own with the
+    checkpoint's ``in_channels``."""
     check_model_arguments(args)
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
     entry: dict[str, Any] = dict(checkpoint.model) if checkpoint and checkpoint.model else {}
@@ -91,7 +95,8 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
             apply_plan_(model, checkpoint.plan)
             plan = checkpoint.plan
         load_state_dict_(model, checkpoint.state_dict, source=str(args.checkpoint))
-    input_size = tuple(args.input_size) if args.input_size else (kwargs.get("in_channels", spec.input_size[0]), *spec.input_size[1:])
+    own_size = (kwargs.get("in_channels", spec.input_size[0]), *spec.input_size[1:])
+    input_size = tuple(args.input_size or default_input_size or own_size)
     return LoadedModel(model.eval(), entry, plan, input_size, trained=checkpoint is not None)
 
 
@@ -141,13 +146,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def check_fit_on_data(args: argparse.Namespace, config: DecomposeConfig) -> None:
     """Refuse ``--fit-on-data`` where it cannot apply, before any data is read."""
+    if args.fit_on_data < 0:
+        raise CliError(f"--fit-on-data takes a number of training images, got {args.fit_on_data}; e.g. 2048.")
     if not args.fit_on_data:
         return
     if config.scheme != "channel":
         raise CliError(f"--fit-on-data needs --scheme channel (got {config.scheme!r}): the spatial scheme's "
                        "factors are not a projection of the layer's output, so this fit does not apply.")
-    if args.fit_on_data < 0:
-        raise CliError(f"--fit-on-data takes a number of training images, got {args.fit_on_data}; e.g. 2048.")
     if args.dataset is None:
         raise CliError("--fit-on-data needs --dataset (and --data-root): the training images to fit to.")
 
@@ -156,11 +161,25 @@ def load_data(args: argparse.Namespace) -> ImageDataset:
     """The dataset named by :func:`add_data_arguments`' options, decoded into memory."""
     from ..data import load_dataset
 
-    return load_dataset(args.dataset, args.data_root, **dict(_data_option(o) for o in args.data_option))
+    options = dict(_data_option(o) for o in args.data_option)
+    try:
+        return load_dataset(args.dataset, args.data_root, **options)
+    except FileNotFoundError as error:
+        raise CliError(f"{error} (--data-root names the dataset's directory; now {args.data_root}).") from None
 
 
 def _data_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``, the value read as an int, a bool (true/false) or else a string."""
     key, sep, value = text.partition("=")
     if not sep:
         raise CliError(f"cannot read --data-option {text!r}; write KEY=VALUE, e.g. image_size=32.")
-    return key, int(value) if value.isdigit() else value
+    if value.isdigit():
+        return key, int(value)
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def check_calibration_size(dataset: ImageDataset, images: int) -> None:
+    """Refuse ``--fit-on-data`` asking for more images than ``dataset`` trains on."""
+    if images > len(dataset.train):
+        raise CliError(f"--fit-on-data {images} asks for more than the {len(dataset.train):,} training images of "
+                       f"{dataset.name}: lower it (a few thousand are plenty for a conv net).")

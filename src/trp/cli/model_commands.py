@@ -11,21 +11,19 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_state_dict_, read_checkpoint, save_checkpoint
-from ..config import DecomposeConfig
 from ..counting import count_macs
-from ..data import calibration_batches
+from ..data import ImageDataset, calibration_batches
 from ..export import export_onnx, export_torchscript
 from ..fold import fold_batchnorm_
 from ..latency import RUNTIMES, compare_latency
 from ..measured import decompose_measured_
 from ..models import create_model, get_model_spec, list_models
 from ..plan import RankPlan
-from ..report import DecompositionReport
-from ..response_fit import decompose_on_data_
+from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..surgery import decompose_
 from ..target import FAMILIES, criterion_for_speedup
 from .common import (
-    CliError, LoadedModel, add_data_arguments, add_decompose_arguments, add_model_arguments, check_fit_on_data,
+    CliError, add_data_arguments, add_decompose_arguments, add_model_arguments, check_calibration_size, check_fit_on_data,
     check_writable, decompose_config, load_data, load_model,
 )
 
@@ -36,34 +34,35 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
     config = decompose_config(args)
     check_fit_on_data(args, config)
     if args.fit_on_data and args.measured:
-        raise CliError("--fit-on-data and --measured do not combine: choose the layers with --measured (or "
-                       "--exclude), then refit the chosen ranks with --fit-on-data in a second run.")
+        raise CliError("--fit-on-data and --measured do not combine: run --measured alone to see which layers it "
+                       "keeps dense, then --fit-on-data with --exclude for those layers.")
     if args.dataset is not None and not args.fit_on_data:
         raise CliError("--dataset is only read by --fit-on-data here: add --fit-on-data N, or drop --dataset.")
     check_writable(args.output, "--output")
     check_writable(args.report, "--report")
-    loaded = load_model(args)
+    dataset = load_data(args) if args.fit_on_data else None  # data errors before the slow work
+    loaded = load_model(args, default_input_size=dataset.input_size if dataset else None)
     if not loaded.trained:
         print("note: no --checkpoint, so the weights are random: ranks and errors say little about a trained model.")
     example = torch.zeros(1, *loaded.input_size)
+    calibration = _calibration(dataset, args.fit_on_data, loaded.input_size) if dataset else []
     if args.target_speedup is not None:
         found = criterion_for_speedup(loaded.model, config, example, args.target_speedup, family=args.target_family)
         config = dataclasses.replace(config, criterion=found.criterion)
         print(f"target {args.target_speedup:.2f}x: {found.criterion} gives {found.speedup:.3f}x ({found.iterations} bisection steps)")
-    fitted: dict[str, Any] = {}
-    if args.fit_on_data:
-        report, fitted = _decompose_on_data(loaded, config, example, args)
-    elif args.measured:
-        report = decompose_measured_(loaded.model, config, example)
+    described: dict[str, Any]
+    if calibration:
+        report, fits = decompose_on_data_(loaded.model, config, example, calibration)
+        described = {**report.to_dict(), "fit_on_data": fit_record(fits, args.fit_on_data, args.dataset)}
     else:
-        report = decompose_(loaded.model, config, example)
+        report = (decompose_measured_ if args.measured else decompose_)(loaded.model, config, example)
+        described = report.to_dict()
     print(report.table())
-    if fitted:
-        print(_fit_table(fitted))
+    if calibration and report.decomposed:
+        print(fit_table(fits, args.fit_on_data))
     if not report.decomposed:
         print("note: no layer was factorized (see the reasons above): the output equals the input model.")
     plan = RankPlan(loaded.plan.layers + report.plan.layers)
-    described = {**report.to_dict(), **({"fit_on_data": fitted} if fitted else {})}
     if args.report is not None:
         args.report.write_text(json.dumps(described, indent=2) + "\n")
         print(f"wrote report {args.report}")
@@ -74,27 +73,14 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
         print("no --output given: nothing saved")
 
 
-def _decompose_on_data(loaded: LoadedModel, config: DecomposeConfig, example: torch.Tensor,
-                       args: argparse.Namespace) -> tuple[DecompositionReport, dict[str, Any]]:
-    """``decompose_on_data_`` on ``args.fit_on_data`` random training images of the dataset;
-    returns the report and what was fitted to what (dataset, images, per-layer errors)."""
-    dataset = load_data(args)
-    if tuple(dataset.input_size) != tuple(loaded.input_size):
-        raise CliError(f"--dataset {args.dataset} has {'x'.join(map(str, dataset.input_size))} images but the model "
-                       f"takes {'x'.join(map(str, loaded.input_size))}: fit on the data the model was trained on "
-                       "(see --data-option, --input-size).")
-    calibration = calibration_batches(dataset, args.fit_on_data)
-    report, fits = decompose_on_data_(loaded.model, config, example, calibration)
-    return report, {"dataset": dataset.name, "images": args.fit_on_data, "layers": [dataclasses.asdict(f) for f in fits]}
-
-
-def _fit_table(fitted: dict[str, Any]) -> str:
-    """Per fitted layer: its relative response error for the weight's SVD and the fitted factors."""
-    header = f"{'layer':<34} {'rank':>5} {'SVD error':>10} {'fitted error':>13}"
-    rows = [f"response error E||y - y_r||^2 / E||y||^2 on {fitted['images']} {fitted['dataset']} training images",
-            header, "-" * len(header)]
-    rows += [f"{f['name']:<34} {f['rank']:>5} {f['svd_error']:>10.4f} {f['fitted_error']:>13.4f}" for f in fitted["layers"]]
-    return "\n".join(rows)
+def _calibration(dataset: ImageDataset, images: int, input_size: tuple[int, ...]) -> list[torch.Tensor]:
+    """``images`` random training images of ``dataset`` to fit to, checked against the model's input."""
+    if tuple(dataset.input_size) != tuple(input_size):
+        raise CliError(f"--dataset {dataset.name} has {'x'.join(map(str, dataset.input_size))} images but --input-size "
+                       f"is {'x'.join(map(str, input_size))}: drop --input-size (it then follows the dataset) or "
+                       "make the two agree.")
+    check_calibration_size(dataset, images)
+    return calibration_batches(dataset, images)
 
 
 def _cmd_macs(args: argparse.Namespace) -> None:

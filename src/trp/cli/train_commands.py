@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from ..criteria import parse_criterion
-from .common import add_data_arguments, add_decompose_arguments, check_fit_on_data, decompose_config, load_data
+from .common import (
+    add_data_arguments, add_decompose_arguments, check_calibration_size, check_fit_on_data, decompose_config, load_data,
+)
 
 __all__ = ["add_parsers"]
 
@@ -20,6 +22,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     config = decompose_config(args)
     check_fit_on_data(args, config)
     dataset = load_data(args)
+    check_calibration_size(dataset, args.fit_on_data)
     result = run_sweep(
         args.checkpoints, labels, dataset, config, [parse_criterion(c) for c in args.criteria], args.out,
         model_name=args.model, spectrum_layers=args.spectrum_layers, calibration_images=args.fit_on_data,

@@ -32,7 +32,7 @@ from ..counting import count_macs
 from ..data import ImageDataset, TensorLoader, calibration_batches, load_dataset
 from ..models import create_model
 from ..rank_training import TRPHandle, attach_trp, criterion_ranks
-from ..response_fit import decompose_on_data_
+from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..surgery import decompose_
 from ..target import criterion_for_speedup
 from .config import OptimSection, TrainConfig
@@ -131,7 +131,7 @@ class _Run:
         self.example = torch.zeros(1, *self.dataset.input_size, device=runtime.device)
         if config.decompose.fit_on_data > len(self.dataset.train):
             raise ValueError(f"decompose.fit_on_data = {config.decompose.fit_on_data} asks for more than the "
-                             f"{len(self.dataset.train)} training images: lower it (a few thousand are plenty).")
+                             f"{len(self.dataset.train):,} training images: lower it to at most that.")
 
     def log(self, message: str) -> None:
         if self.runtime.is_main:
@@ -345,16 +345,18 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
     decomposed_model = copy.deepcopy(model)
     decompose_config = _final_decompose_config(config, model, run.example)
     fit_images = config.decompose.fit_on_data
+    fitted = None
     if fit_images:
         calibration = [batch.to(runtime.device) for batch in calibration_batches(run.dataset, fit_images)]
         report, fits = decompose_on_data_(decomposed_model, decompose_config, run.example, calibration)
+        fitted = fit_record(fits, fit_images, config.data.dataset)
+        run.log(fit_table(fits, fit_images))
     else:
-        report, fits = decompose_(decomposed_model, decompose_config, run.example), []
+        report = decompose_(decomposed_model, decompose_config, run.example)
     decomposed = _evaluate_model(run, decomposed_model)
     decomposed.update(
         conv_speedup=report.conv_speedup, model_speedup=report.model_speedup, layers_decomposed=len(report.decomposed),
-        criterion=decompose_config.criterion.to_dict(),
-        fit_on_data={"images": fit_images, "layers": [dataclasses.asdict(fit) for fit in fits]} if fit_images else None,
+        criterion=decompose_config.criterion.to_dict(), fit_on_data=fitted,
     )
     summary: dict[str, Any] = {
         "method": method_label(config), "model": config.model.name, "dataset": config.data.dataset,
@@ -363,7 +365,8 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
         "ranks": {layer.name: layer.rank for layer in report.decomposed}, "config": config.to_dict(),
     }
     if runtime.is_main:
-        save_checkpoint(run.out / "decomposed.pt", decomposed_model, report.plan, entry, {"decomposition": report.to_dict()})
+        described = {**report.to_dict(), **({"fit_on_data": fitted} if fitted else {})}
+        save_checkpoint(run.out / "decomposed.pt", decomposed_model, report.plan, entry, {"decomposition": described})
         run.log(report.table())
     if config.finetune.epochs > 0:
         finetuned = _finetune(run, decomposed_model)
