@@ -99,7 +99,7 @@ TRAINED = {"baseline": "baseline", "nu": "Nu", **LABELS}  # every run with a met
 # Decompose our baseline and fine-tune it briefly, per scheme: method (one run per speed-up) -> row label.
 FINETUNES = {
     "channel": {"basic-ft-channel": "basic + fine-tune", "basic-fit-ft-channel": "basic fitted to data + fine-tune"},
-    "spatial": {"basic-ft-spatial": "basic + fine-tune"},
+    "spatial": {"basic-ft-spatial": "basic + fine-tune", "basic-ft10-spatial": "basic + long fine-tune"},
 }
 # Spectra of LAYER per scheme: baseline, nuclear norm alone, TRP+Nu.
 SPECTRA = {"channel": ("basic-channel", "nu-channel", "trp1-nu"), "spatial": ("basic-spatial", "nu-spatial", "trp2-nu")}
@@ -468,7 +468,9 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
         "channel scheme only); *basic + fine-tune* "
         "decomposes the baseline at a given conv-MAC speed-up (the energy found by bisection) and fine-tunes it "
         f"for {finetune_epochs} epochs, and *basic fitted to data + fine-tune* fits those factors to "
-        f"{_config('basic-fit-ft-channel').decompose.fit_on_data:,} training images first; *Nu* is the nuclear norm alone "
+        f"{_config('basic-fit-ft-channel').decompose.fit_on_data:,} training images first; *basic + long fine-tune* "
+        f"fine-tunes for {_config('basic-ft10-spatial').finetune.epochs} epochs, as long as the *from our baseline* "
+        "runs train, at their speed-up; *Nu* is the nuclear norm alone "
         "(no projection), decomposed with either scheme; "
         f"the search: *{mild.decompose.criterion.replace('energy:', 'e = ')}* rows prune less energy at each projection "
         f"than the paper's {trp_nu.decompose.criterion}, aiming nearer its speed-ups; *from our baseline* rows "

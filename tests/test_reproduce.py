@@ -149,6 +149,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert rows[("basic + fine-tune", "channel")]["status"] == "not finished"
     assert rows[("basic fitted to data + 2-epoch fine-tune", "channel")]["decomposed"] == pytest.approx(89.0)
     assert ("basic fitted to data + fine-tune", "spatial") not in rows  # the fit is for the channel scheme only
+    assert rows[("basic + long fine-tune", "spatial")]["status"] == "not finished"
     assert rows[("Nu", "channel")]["status"] == "not finished"  # an interrupted sweep
     assert rows[("TRP1", "channel")]["status"] == "not finished"
     text = markdown.read_text()
@@ -203,6 +204,8 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     plain["decompose"].pop("fit_on_data")
     fitted["run"].pop("out_dir"), plain["run"].pop("out_dir")
     assert fitted == plain  # otherwise the same run as basic + fine-tune
+    long, trp = report._config("basic-ft10-spatial"), report._config("trp2-nu-from-baseline")  # the control's budget
+    assert (long.finetune.epochs, long.finetune.lr, trp.optim.schedule) == (trp.optim.epochs, trp.optim.lr, "cosine")
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
