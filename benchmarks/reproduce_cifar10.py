@@ -38,6 +38,7 @@ from trp.criteria import EnergyCriterion
 from trp.data import load_dataset
 from trp.data.download import extract_tar
 from trp.train import load_train_config, run_training
+from trp.train.run import FINETUNE_STATE
 from trp.train.sweep import run_sweep
 
 from report_cifar10 import CALIBRATION_IMAGES, DATA_FIT, LAYER, RESULTS, write_report
@@ -109,7 +110,8 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
                 raise SystemExit(f"{method} starts from the trained baseline, and {baseline} does not exist yet: run the baseline first.")
             overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
         if not (run_dir / "summary.json").exists():
-            run_training(load_train_config(config_path, overrides), resume=(run_dir / "last.pt").exists())
+            in_progress = (run_dir / "last.pt").exists() or (run_dir / FINETUNE_STATE).exists()
+            run_training(load_train_config(config_path, overrides), resume=in_progress)
         target = RESULTS / name
         target.mkdir(parents=True, exist_ok=True)
         for file in ("summary.json", "metrics.jsonl", "projections.jsonl"):

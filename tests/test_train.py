@@ -300,10 +300,43 @@ def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_fold
     assert basic["decomposed"]["criterion"] != trained["decomposed"]["criterion"]
     assert basic["finetuned"]["conv_macs"] == basic["decomposed"]["conv_macs"]
     assert not (tmp_path / "basic" / "last.pt").exists()
-    (tmp_path / "basic" / "summary.json").unlink()  # as if killed while fine-tuning: the rerun starts over
-    run_training(load_train_config(None, overrides))
     phases = [json.loads(line)["phase"] for line in (tmp_path / "basic" / "metrics.jsonl").read_text().splitlines()]
     assert phases == ["finetune"]
+
+
+def test_a_killed_finetune_resumes_after_its_last_epoch_with_the_same_weights(tiny_folder, tmp_path, monkeypatch, capsys):
+    import trp.train.run as run_module
+
+    run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "trained", **{"trp.enabled": False})))
+    basic = {"trp.enabled": False, "optim.epochs": 0, "model.checkpoint": str(tmp_path / "trained" / "dense.pt"),
+             "decompose.target_speedup": 1.5, "finetune.epochs": 3}
+    straight = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "straight", **basic)))
+
+    epochs = run_module._Run.epochs
+
+    def killed_after_two(self, model, optimizer, scheduler, span, total, phase, after_epoch):
+        epochs(self, model, optimizer, scheduler, range(span.start, min(span.stop, 2)), total, phase, after_epoch)
+        raise KeyboardInterrupt  # as if the session ended during the third epoch
+
+    monkeypatch.setattr(run_module._Run, "epochs", killed_after_two)
+    overrides = tiny_overrides(tiny_folder, tmp_path / "split", **basic)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(load_train_config(None, overrides))
+    monkeypatch.setattr(run_module._Run, "epochs", epochs)
+    with pytest.raises(ValueError, match="already holds a run"):  # never overwritten without --resume
+        run_training(load_train_config(None, overrides))
+    capsys.readouterr()
+    resumed = run_training(load_train_config(None, overrides), resume=True)
+    log = capsys.readouterr().out
+    assert "resumed the fine-tune" in log and "after epoch 2" in log
+    assert "finetune epoch 3/3" in log and "finetune epoch 1/3" not in log  # only the lost epoch is redone
+
+    assert resumed["finetuned"] == straight["finetuned"]
+    expected, actual = (read_checkpoint(tmp_path / name / "finetuned.pt").state_dict for name in ("straight", "split"))
+    for name, tensor in expected.items():
+        assert torch.equal(actual[name], tensor), name
+    records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["epoch"]) for r in records] == [("finetune", 1), ("finetune", 2), ("finetune", 3)]
 
 
 def test_basic_with_factors_fitted_to_data(tiny_folder, tmp_path, capsys):

@@ -5,6 +5,8 @@ evaluate both, optionally fine-tune the decomposed net, save and summarize. With
 Files written to ``run.out_dir`` (by the main process only):
 
 * ``last.pt`` — training state after the last completed epoch (``--resume`` continues);
+* ``finetune_last.pt`` — the same for the fine-tune of the decomposed net (``--resume``
+  continues it after its last completed epoch);
 * ``metrics.jsonl`` — one JSON line per epoch: losses, accuracies, lr, images/s, and per
   targeted layer the rank the criterion would give now (rank dynamics);
 * ``projections.jsonl`` — with TRP projection, one line per projection: the step and each
@@ -51,6 +53,9 @@ RESUME_CHANGEABLE = (
     "run.progress", "run.stop_after_epochs", "run.device", "run.out_dir", "data.root", "data.download",
     "data.eval_batch_size", "run.channels_last", "decompose.target_speedup", "decompose.fit_on_data",
 )
+
+
+FINETUNE_STATE = "finetune_last.pt"  # the fine-tune's state after its last completed epoch
 
 
 class RunInterrupted(Exception):
@@ -183,12 +188,14 @@ def _append_metrics(path: Path, record: dict[str, Any]) -> None:
         stream.write(json.dumps(record) + "\n")
 
 
-def _truncate_metrics(path: Path, completed_epochs: int) -> None:
-    """Drop lines of epochs that the resumed state does not contain."""
+def _truncate_metrics(path: Path, phase: str, completed_epochs: int) -> None:
+    """Drop the ``phase`` ("train" or "finetune") lines of epochs that the resumed state does
+    not contain; a resumed training also drops every fine-tune line (the fine-tune follows it)."""
     if not path.exists():
         return
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [record for record in records if record["phase"] == "train" and record["epoch"] <= completed_epochs]
+    kept = [record for record in records if (record["phase"] == phase and record["epoch"] <= completed_epochs)
+            or (phase == "finetune" and record["phase"] == "train")]
     path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
@@ -203,13 +210,15 @@ def _truncate_projections(path: Path, steps: int) -> None:
 def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     config, runtime = run.config, run.runtime
     state_path, metrics_path = run.out / "last.pt", run.out / "metrics.jsonl"
-    if not resume and (state_path.exists() or (run.out / "summary.json").exists()):
+    in_progress = state_path.exists() or (run.out / FINETUNE_STATE).exists()
+    if not resume and (in_progress or (run.out / "summary.json").exists()):
         raise ValueError(
             f"{run.out} already holds a run: pass --resume to continue it, or choose another run.out_dir "
             "(nothing was overwritten)."
         )
-    if resume and not state_path.exists():
-        raise ValueError(f"--resume: {state_path} does not exist, so there is nothing to resume; drop --resume.")
+    if resume and not in_progress:
+        raise ValueError(f"--resume: neither {state_path} nor {run.out / FINETUNE_STATE} exists, so there is nothing "
+                         "to resume; drop --resume.")
     if resume and (run.out / "summary.json").exists():
         raise ValueError(f"{run.out} holds a finished run (summary.json): there is nothing to resume; choose another run.out_dir.")
     torch.manual_seed(config.run.seed)
@@ -217,8 +226,6 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     if config.target_family() is not None:  # an unreachable target fails now, not after training
         _final_decompose_config(config, model, run.example)
     if config.optim.epochs == 0:  # decompose the checkpoint as it is (validate() required one)
-        if runtime.is_main:
-            _truncate_metrics(metrics_path, 0)  # a killed earlier attempt's fine-tune lines
         return model, 0.0
     optimizer = _optimizer(model, config.optim.lr, config.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(config.optim, len(run.loader)))
@@ -231,8 +238,8 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
             state_path, model=model, optimizer=optimizer, scheduler=scheduler, trp_handle=handle,
             generators=generators, config=config.to_dict(), changeable=RESUME_CHANGEABLE,
         )
-        if runtime.is_main:
-            _truncate_metrics(metrics_path, completed)
+        if runtime.is_main and completed < config.optim.epochs:
+            _truncate_metrics(metrics_path, "train", completed)
         run.log(f"resumed {run.out} after epoch {completed}")
     projections_path = run.out / "projections.jsonl"
     if handle is not None and runtime.is_main:
@@ -298,16 +305,29 @@ def _evaluate_model(run: _Run, model: nn.Module) -> dict[str, Any]:
 
 
 def _finetune(run: _Run, model: nn.Module) -> nn.Module:
-    config = run.config
+    """Fine-tune the decomposed ``model`` in place, saving its state after every epoch and
+    continuing from that state when an earlier attempt left one (``finetune_last.pt``)."""
+    config, state_path, metrics_path = run.config, run.out / FINETUNE_STATE, run.out / "metrics.jsonl"
     section = copy.deepcopy(config.optim)
     section.epochs, section.schedule, section.warmup_epochs = config.finetune.epochs, "cosine", 0.0
     optimizer = _optimizer(model, config.finetune.lr, section)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(section, len(run.loader)))
-    def log_epoch(epoch: int, record: dict[str, Any], seconds: float) -> None:
-        if run.runtime.is_main:
-            _append_metrics(run.out / "metrics.jsonl", record)
+    generators = {"shuffle": run.shuffle}
+    wrapped = run.wrap(model)  # before restoring: wrapping broadcasts (rewrites) the weights
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trp_handle": None, "generators": generators}
+    completed = 0
+    if state_path.exists():
+        completed, _ = restore_training_state(state_path, **state, config=config.to_dict(), changeable=RESUME_CHANGEABLE)
+        run.log(f"resumed the fine-tune in {run.out} after epoch {completed}")
+    if run.runtime.is_main:
+        _truncate_metrics(metrics_path, "finetune", completed)
 
-    run.epochs(run.wrap(model), optimizer, scheduler, range(0, section.epochs), section.epochs, "finetune", log_epoch)
+    def after_epoch(epoch: int, record: dict[str, Any], seconds: float) -> None:
+        if run.runtime.is_main:
+            save_training_state(state_path, epoch=epoch, **state, config=config.to_dict(), elapsed_seconds=0.0)
+            _append_metrics(metrics_path, record)
+
+    run.epochs(wrapped, optimizer, scheduler, range(completed, section.epochs), section.epochs, "finetune", after_epoch)
     return model
 
 
