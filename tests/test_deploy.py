@@ -214,6 +214,9 @@ def test_cli_decompose_fitted_on_data_saves_what_the_library_fits(tmp_path, caps
 
     assert main(argv[:3] + ["--dataset", "digits", "--fit-on-data", "64"]) == 0  # the input follows the dataset
     assert "input (1, 1, 8, 8)" in capsys.readouterr().out
+    trp.save_checkpoint(tmp_path / "rgb.pt", trp.models.create_model("resnet20"), None, {"name": "resnet20"})
+    assert main(["decompose", "--checkpoint", str(tmp_path / "rgb.pt"), "--dataset", "digits", "--fit-on-data", "64"]) == 2
+    assert "the data has 1-channel images but the resnet20 takes 3 channels" in capsys.readouterr().err
     for extra, message in ((["--input-size", "1", "16", "16"], "has 1x8x8 images but --input-size is 1x16x16"),
                            (["--fit-on-data", "100000"], "--fit-on-data 100000 asks for more than the 1,438 training images")):
         assert main(argv[:3] + ["--dataset", "digits", "--fit-on-data", "64", *extra]) == 2

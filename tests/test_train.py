@@ -99,8 +99,9 @@ def test_a_finished_run_is_never_overwritten(tiny_folder, tmp_path):
     config = load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "run", **{"optim.epochs": 1}))
     run_training(config)
     before = (tmp_path / "run" / "summary.json").read_text()
-    with pytest.raises(ValueError, match="already holds a run"):
-        run_training(config)
+    for resume in (False, True):
+        with pytest.raises(ValueError, match="already holds a finished run"):
+            run_training(config, resume=resume)
     assert (tmp_path / "run" / "summary.json").read_text() == before
 
 
@@ -304,27 +305,33 @@ def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_fold
     assert phases == ["finetune"]
 
 
-def test_a_killed_finetune_resumes_after_its_last_epoch_with_the_same_weights(tiny_folder, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("train_epochs", [0, 2])  # a basic run, and a trained run's fine-tune
+def test_a_killed_finetune_resumes_after_its_last_epoch_with_the_same_weights(tiny_folder, tmp_path, monkeypatch, capsys, train_epochs):
     import trp.train.run as run_module
 
     run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "trained", **{"trp.enabled": False})))
-    basic = {"trp.enabled": False, "optim.epochs": 0, "model.checkpoint": str(tmp_path / "trained" / "dense.pt"),
-             "decompose.target_speedup": 1.5, "finetune.epochs": 3}
-    straight = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "straight", **basic)))
+    settings = {"trp.enabled": False, "optim.epochs": train_epochs, "decompose.target_speedup": 1.5, "finetune.epochs": 3}
+    if train_epochs == 0:
+        settings["model.checkpoint"] = str(tmp_path / "trained" / "dense.pt")
+    straight = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "straight", **settings)))
 
     epochs = run_module._Run.epochs
 
-    def killed_after_two(self, model, optimizer, scheduler, span, total, phase, after_epoch):
+    def killed_in_third_finetune_epoch(self, model, optimizer, scheduler, span, total, phase, after_epoch):
+        if phase != "finetune":
+            return epochs(self, model, optimizer, scheduler, span, total, phase, after_epoch)
         epochs(self, model, optimizer, scheduler, range(span.start, min(span.stop, 2)), total, phase, after_epoch)
         raise KeyboardInterrupt  # as if the session ended during the third epoch
 
-    monkeypatch.setattr(run_module._Run, "epochs", killed_after_two)
-    overrides = tiny_overrides(tiny_folder, tmp_path / "split", **basic)
+    monkeypatch.setattr(run_module._Run, "epochs", killed_in_third_finetune_epoch)
+    overrides = tiny_overrides(tiny_folder, tmp_path / "split", **settings)
     with pytest.raises(KeyboardInterrupt):
         run_training(load_train_config(None, overrides))
     monkeypatch.setattr(run_module._Run, "epochs", epochs)
     with pytest.raises(ValueError, match="already holds a run"):  # never overwritten without --resume
         run_training(load_train_config(None, overrides))
+    with pytest.raises(ValueError, match=r"another config.*decompose.fit_on_data: 0 -> 8"):  # the fine-tuned net is fixed
+        run_training(load_train_config(None, overrides + ["decompose.fit_on_data=8"]), resume=True)
     capsys.readouterr()
     resumed = run_training(load_train_config(None, overrides), resume=True)
     log = capsys.readouterr().out
@@ -336,7 +343,8 @@ def test_a_killed_finetune_resumes_after_its_last_epoch_with_the_same_weights(ti
     for name, tensor in expected.items():
         assert torch.equal(actual[name], tensor), name
     records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["phase"], r["epoch"]) for r in records] == [("finetune", 1), ("finetune", 2), ("finetune", 3)]
+    expected_records = [("train", 1), ("train", 2)][:train_epochs] + [("finetune", 1), ("finetune", 2), ("finetune", 3)]
+    assert [(r["phase"], r["epoch"]) for r in records] == expected_records
 
 
 def test_basic_with_factors_fitted_to_data(tiny_folder, tmp_path, capsys):

@@ -96,6 +96,9 @@ def load_model(args: argparse.Namespace, default_input_size: tuple[int, ...] | N
             plan = checkpoint.plan
         load_state_dict_(model, checkpoint.state_dict, source=str(args.checkpoint))
     own_size = (kwargs.get("in_channels", spec.input_size[0]), *spec.input_size[1:])
+    if default_input_size and not args.input_size and default_input_size[0] != own_size[0]:
+        raise CliError(f"the data has {default_input_size[0]}-channel images but the {entry['name']} takes "
+                       f"{own_size[0]} channels: use the data the model was trained on.")
     input_size = tuple(args.input_size or default_input_size or own_size)
     return LoadedModel(model.eval(), entry, plan, input_size, trained=checkpoint is not None)
 

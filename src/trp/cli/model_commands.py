@@ -53,7 +53,7 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
     described: dict[str, Any]
     if calibration:
         report, fits = decompose_on_data_(loaded.model, config, example, calibration)
-        described = {**report.to_dict(), "fit_on_data": fit_record(fits, args.fit_on_data, args.dataset)}
+        described = {**report.to_dict(), "fit_on_data": fit_record(fits, args.fit_on_data, dataset.name)}
     else:
         report = (decompose_measured_ if args.measured else decompose_)(loaded.model, config, example)
         described = report.to_dict()

@@ -56,6 +56,8 @@ RESUME_CHANGEABLE = (
 
 
 FINETUNE_STATE = "finetune_last.pt"  # the fine-tune's state after its last completed epoch
+# Once the fine-tune has begun, the decomposition it fine-tunes is fixed too.
+FINETUNE_CHANGEABLE = tuple(key for key in RESUME_CHANGEABLE if not key.startswith("decompose."))
 
 
 class RunInterrupted(Exception):
@@ -211,7 +213,10 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     config, runtime = run.config, run.runtime
     state_path, metrics_path = run.out / "last.pt", run.out / "metrics.jsonl"
     in_progress = state_path.exists() or (run.out / FINETUNE_STATE).exists()
-    if not resume and (in_progress or (run.out / "summary.json").exists()):
+    if (run.out / "summary.json").exists():
+        raise ValueError(f"{run.out} already holds a finished run (summary.json), so there is nothing to resume and "
+                         "nothing was overwritten: choose another run.out_dir.")
+    if not resume and in_progress:
         raise ValueError(
             f"{run.out} already holds a run: pass --resume to continue it, or choose another run.out_dir "
             "(nothing was overwritten)."
@@ -219,8 +224,6 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     if resume and not in_progress:
         raise ValueError(f"--resume: neither {state_path} nor {run.out / FINETUNE_STATE} exists, so there is nothing "
                          "to resume; drop --resume.")
-    if resume and (run.out / "summary.json").exists():
-        raise ValueError(f"{run.out} holds a finished run (summary.json): there is nothing to resume; choose another run.out_dir.")
     torch.manual_seed(config.run.seed)
     model = _build_model(config, run.dataset, runtime)
     if config.target_family() is not None:  # an unreachable target fails now, not after training
@@ -256,12 +259,12 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         elapsed += seconds
         record["ranks"] = handle.energy_ranks() if handle else criterion_ranks(model, decompose_config)
         record["trp_steps"] = handle.steps if handle else 0
-        if runtime.is_main:
+        if runtime.is_main:  # the line first: a resume drops lines past the saved state, never adds them
+            _append_metrics(metrics_path, record)
             save_training_state(
                 state_path, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, trp_handle=handle,
                 generators=generators, config=config.to_dict(), elapsed_seconds=elapsed,
             )
-            _append_metrics(metrics_path, record)
 
     try:
         run.epochs(wrapped, optimizer, scheduler, range(completed, last), config.optim.epochs, "train", after_epoch)
@@ -317,15 +320,15 @@ def _finetune(run: _Run, model: nn.Module) -> nn.Module:
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trp_handle": None, "generators": generators}
     completed = 0
     if state_path.exists():
-        completed, _ = restore_training_state(state_path, **state, config=config.to_dict(), changeable=RESUME_CHANGEABLE)
+        completed, _ = restore_training_state(state_path, **state, config=config.to_dict(), changeable=FINETUNE_CHANGEABLE)
         run.log(f"resumed the fine-tune in {run.out} after epoch {completed}")
     if run.runtime.is_main:
         _truncate_metrics(metrics_path, "finetune", completed)
 
     def after_epoch(epoch: int, record: dict[str, Any], seconds: float) -> None:
-        if run.runtime.is_main:
-            save_training_state(state_path, epoch=epoch, **state, config=config.to_dict(), elapsed_seconds=0.0)
+        if run.runtime.is_main:  # the line first, as in training
             _append_metrics(metrics_path, record)
+            save_training_state(state_path, epoch=epoch, **state, config=config.to_dict(), elapsed_seconds=0.0)
 
     run.epochs(wrapped, optimizer, scheduler, range(completed, section.epochs), section.epochs, "finetune", after_epoch)
     return model
