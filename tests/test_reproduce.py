@@ -232,3 +232,43 @@ def test_truncation_equilibrium_stops_at_a_fixed_point(scheme):
         kept = values[: ranks[name]]
         assert (values[ranks[name]:] < 1e-5 * values[0]).all()
         assert kept[-1] ** 2 > 0.05 * (kept ** 2).sum()
+
+
+def test_gpu_runs_load_from_committed_configs_with_their_overrides():
+    gpu = load_benchmark("cifar10_gpu")
+    from trp.train import load_train_config
+
+    for name, run in gpu.RUNS.items():
+        config = load_train_config(gpu.CONFIGS / run.config, list(run.overrides))
+        assert config.model.name == run.model.lower().replace("-", ""), name
+        assert config.optim.epochs == (164 if run.schedule == gpu.PAPER else 30), name
+
+
+def test_gpu_train_command_resumes_only_a_started_run(tmp_path):
+    gpu = load_benchmark("cifar10_gpu")
+    command = gpu._command("resnet56-trp2-nu", tmp_path / "data", tmp_path, "cuda")
+    assert command[1:4] == ["-m", "trp", "train"] and "--resume" not in command
+    assert "model.name=resnet56" in command and command[command.index("--device") + 1] == "cuda"
+    (tmp_path / "runs" / "resnet56-trp2-nu").mkdir(parents=True)
+    (tmp_path / "runs" / "resnet56-trp2-nu" / "last.pt").write_bytes(b"")
+    assert "--resume" in gpu._command("resnet56-trp2-nu", tmp_path / "data", tmp_path, "cuda")
+
+
+def test_gpu_collect_reports_how_far_each_started_run_got(tmp_path, monkeypatch):
+    gpu = load_benchmark("cifar10_gpu")
+    monkeypatch.setattr(gpu, "RESULTS", tmp_path / "results")
+    work = tmp_path / "work"
+    (work / "runs" / "resnet56-baseline").mkdir(parents=True)
+    epochs = [{"phase": "train", "epoch": e, "test_accuracy": a, "epoch_seconds": s} for e, a, s in ((1, 0.5, 10.0), (2, 0.6, 20.0))]
+    (work / "runs" / "resnet56-baseline" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    side_by_side = {"device": "Some GPU", "side_by_side": ["resnet56-baseline", "resnet56-trp2-nu"]}
+    for name in side_by_side["side_by_side"]:
+        (work / f"device-{name}.json").write_text(json.dumps(side_by_side))
+    rows = {row["run"]: row for row in gpu.collect(work)}
+    assert set(rows) == {"resnet56-baseline", "resnet56-trp2-nu"}  # runs never started are left out
+    assert rows["resnet56-baseline"]["epochs_done"] == 2 and rows["resnet56-baseline"]["epochs"] == 30
+    assert rows["resnet56-baseline"]["last_test_accuracy"] == 0.6 and rows["resnet56-baseline"]["seconds_per_epoch"] == 15.0
+    assert rows["resnet56-trp2-nu"]["epochs_done"] == 0 and rows["resnet56-trp2-nu"]["summary"] is None
+    assert (tmp_path / "results" / "resnet56-baseline" / "metrics.jsonl").exists()
+    table = gpu.markdown(list(rows.values()))
+    assert "| 2 / 30 | 60.00 % | 15.0 | not finished |" in table and "Some GPU (2)" in table
