@@ -6,13 +6,22 @@ time budget.
         [--data ../shared/data/cifar10-jpeg.tar.gz] [--work DIR]
     python benchmarks/cifar10_gpu.py collect [--work DIR]
 
+``--data`` is the CIFAR-10 JPEG archive of ``reproduce_cifar10.py``, with its ``.sha256`` beside it;
+a GPU machine that cannot see ``../shared`` needs a copy of both.
+
 ``train`` starts every unfinished run at once, each as its own ``trp train`` process that
-resumes from its last completed epoch, and stops them after ``--minutes``; run it again (on the
-same kind of device: a run's random-number state belongs to its device) to go on. Each run's
+resumes from its last completed epoch, and stops them after ``--minutes``; run it again to go
+on (on another kind of device too, where the augmentation then draws other crops and flips
+than the first device would have). Each run's
 state, logs and outputs stay in ``DIR/runs/NAME`` (default ``~/.cache/trp/cifar10-gpu``), with
-the device's name in ``DIR/device-NAME.json``. ``collect`` sweeps each finished run over the
-energy criteria of the ResNet-20 sweeps (on the CPU, no fine-tuning), copies the small files
-to ``benchmarks/results/cifar10-gpu/`` and rewrites the CIFAR10-GPU section of RESULTS.md.
+each session's device, company and starting epoch in ``DIR/device-NAME.json``. ``collect``
+copies the small files (per-epoch metrics, projections, the summary of a finished run) to
+``benchmarks/results/cifar10-gpu/`` and rewrites the CIFAR10-GPU section of RESULTS.md with how
+far each run got and, for a finished run, its accuracy decomposed with no fine-tuning.
+
+ResNet-56 runs on the 30-epoch schedule, not on the paper's recipe in
+``configs/cifar10/resnet56-*.toml``: measured on an H200, one TRP+Nu epoch of it takes about
+30 s (``benchmarks/results/trp_overhead_cuda.json``), so 164 epochs need over an hour per method.
 """
 
 from __future__ import annotations
@@ -81,8 +90,40 @@ def _device_name(device: str) -> str:
     return "CPU"
 
 
+def _epochs_done(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    return sum(json.loads(line)["phase"] == "train" for line in lines if line.strip())
+
+
+def _record_session(work: Path, name: str, device: str, side_by_side: list[str]) -> None:
+    """Append this session (device, the runs beside it, the epoch it starts from) to
+    ``device-NAME.json``, so each epoch can be told which device and company it ran with."""
+    path = work / f"device-{name}.json"
+    sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
+    sessions.append({"device": _device_name(device), "side_by_side": side_by_side, "from_epoch": _epochs_done(work / "runs" / name)})
+    path.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n")
+
+
+def _stop(processes: dict[str, subprocess.Popen], grace_seconds: float = 30.0) -> None:
+    """SIGTERM every child still running, then SIGKILL whatever outlives the grace period.
+    Checkpoints are written atomically, so a stopped run keeps its last completed epoch."""
+    running = {name: process for name, process in processes.items() if process.poll() is None}
+    for process in running.values():
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for name, process in running.items():
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(f"{name}: stopped before finishing; resumable from its last completed epoch", flush=True)
+
+
 def train(names: list[str], data_root: Path, work: Path, device: str, minutes: float) -> None:
-    """Train ``names`` side by side for at most ``minutes``; unfinished runs stay resumable."""
+    """Train ``names`` side by side for at most ``minutes``; unfinished runs stay resumable.
+    The children are stopped however this process ends (time limit, error, SIGTERM, Ctrl-C)."""
     pending = [name for name in names if not (work / "runs" / name / "summary.json").exists()]
     if not pending:
         print("every run is finished", flush=True)
@@ -91,24 +132,24 @@ def train(names: list[str], data_root: Path, work: Path, device: str, minutes: f
     threads = max(1, (os.cpu_count() or 1) // len(pending))
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     deadline = time.monotonic() + 60 * minutes
-    processes = {}
-    for name in pending:
-        (work / f"device-{name}.json").write_text(json.dumps({"device": _device_name(device), "side_by_side": pending}) + "\n")
-        log = (work / "logs" / f"{name}.log").open("a")
-        processes[name] = subprocess.Popen(_command(name, data_root, work, device), stdout=log, stderr=subprocess.STDOUT, env=environment)
-        print(f"started {name} ({threads} CPU threads)", flush=True)
-    while any(p.poll() is None for p in processes.values()) and time.monotonic() < deadline:
-        time.sleep(5)
-    for name, process in processes.items():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # checkpoints are written atomically: the last epoch stays
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            print(f"{name}: stopped at the time limit; resumable", flush=True)
-        else:
-            print(f"{name}: exited with {process.returncode}", flush=True)
+    processes: dict[str, subprocess.Popen] = {}
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so that finally runs
+    try:
+        for name in pending:
+            _record_session(work, name, device, pending)
+            with (work / "logs" / f"{name}.log").open("a") as log:
+                processes[name] = subprocess.Popen(
+                    _command(name, data_root, work, device), stdout=log, stderr=subprocess.STDOUT, env=environment
+                )
+            print(f"started {name} ({threads} CPU threads)", flush=True)
+        while any(process.poll() is None for process in processes.values()) and time.monotonic() < deadline:
+            time.sleep(1)
+        for name, process in processes.items():
+            if process.poll() is not None:
+                print(f"{name}: exited with {process.returncode}", flush=True)
+    finally:
+        _stop(processes)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def collect(work: Path) -> list[dict]:
@@ -132,11 +173,13 @@ def progress_row(name: str, run: GpuRun, results: Path) -> dict:
     metrics = results / "metrics.jsonl"
     epochs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     epochs = [record for record in epochs if record["phase"] == "train"]
-    device = json.loads((results / "device.json").read_text())
+    sessions = json.loads((results / "device.json").read_text())["sessions"]
     summary = json.loads((results / "summary.json").read_text()) if (results / "summary.json").exists() else None
     return {
         "run": name, "model": run.model, "method": run.method, "schedule": run.schedule,
-        "device": device.get("device", "?"), "side_by_side": len(device.get("side_by_side", [])),
+        "sessions": [
+            {"device": s["device"], "side_by_side": len(s["side_by_side"]), "from_epoch": s["from_epoch"]} for s in sessions
+        ],
         "epochs_done": len(epochs), "epochs": load_train_config(CONFIGS / run.config).optim.epochs,
         "last_test_accuracy": epochs[-1]["test_accuracy"] if epochs else None,
         "seconds_per_epoch": sum(r["epoch_seconds"] for r in epochs) / len(epochs) if epochs else None,
@@ -152,15 +195,20 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def _sessions(sessions: list[dict]) -> str:
+    return "; ".join(f"{s['device']} × {s['side_by_side']} from epoch {s['from_epoch']}" for s in sessions)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "## CIFAR-10 on a lent GPU (ResNet-56; the paper's 164-epoch schedule)",
+        "## CIFAR-10 on a lent GPU (ResNet-56 on the 30-epoch schedule, ResNet-20 on the paper's 164 epochs)",
         "",
-        "Made by `python benchmarks/cifar10_gpu.py train --minutes M` on the device named below, then "
-        "`python benchmarks/cifar10_gpu.py collect`; the runs resume where they stopped. The runs shared "
-        "one GPU side by side, so the seconds per epoch are those of a shared GPU, not of a run alone.",
+        "Made by `python benchmarks/cifar10_gpu.py train --minutes M`, once or more, then "
+        "`python benchmarks/cifar10_gpu.py collect`; the runs resume where they stopped. Each session "
+        "is listed as device × runs side by side, from the epoch it started at. The runs shared "
+        "one GPU, so the seconds per epoch (mean over all sessions) are those of a shared GPU, not of a run alone.",
         "",
-        "| run | model | schedule | device (runs side by side) | epochs done | last test top-1 | s/epoch | decomposed top-1 | conv speed-up |",
+        "| run | model | schedule | sessions | epochs done | last test top-1 | s/epoch | decomposed top-1 | conv speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -168,7 +216,7 @@ def markdown(rows: list[dict]) -> str:
         decomposed = f"{100 * summary['decomposed']['accuracy']:.2f} %" if summary else "not finished"
         speedup = f"{summary['decomposed']['conv_speedup']:.2f}x" if summary else ""
         lines.append(
-            f"| {row['run']} | {row['model']} {row['method']} | {row['schedule']} | {row['device']} ({row['side_by_side']}) "
+            f"| {row['run']} | {row['model']} {row['method']} | {row['schedule']} | {_sessions(row['sessions'])} "
             f"| {row['epochs_done']} / {row['epochs']} | {_percent(row['last_test_accuracy'])} "
             f"| {_seconds(row['seconds_per_epoch'])} | {decomposed} | {speedup} |"
         )

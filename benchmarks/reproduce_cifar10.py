@@ -77,7 +77,10 @@ def prepare_data(archive: Path, cache: Path) -> Path:
         return cache
     if not archive.is_file():
         raise SystemExit(f"{archive} does not exist: pass --data PATH to the CIFAR-10 JPEG archive.")
-    expected = Path(f"{archive}.sha256").read_text().split()[0]
+    checksum = Path(f"{archive}.sha256")
+    if not checksum.is_file():
+        raise SystemExit(f"{checksum} does not exist: the archive's SHA-256 must lie beside it (as `sha256sum` writes it).")
+    expected = checksum.read_text().split()[0]
     actual = sha256(archive)
     if actual != expected:
         raise SystemExit(f"{archive}: SHA-256 {actual} does not match {expected}; the archive is corrupt.")

@@ -87,7 +87,8 @@ def svd_times(matrices: list[torch.Tensor]) -> dict:
 
 @contextmanager
 def svds_where_the_weights_lie():
-    """TRP with its per-step SVDs on the weights' device (as before they moved to the host)."""
+    """TRP with its per-step SVDs on the weights' device, as ``TRPConfig(svd_on_host=False)``
+    runs them (and as trp did before they moved to the host), for the same model and handle."""
     through_host = rank_training.svds_on_host
     rank_training.svds_on_host = batched_thin_svd
     try:

@@ -106,22 +106,47 @@ def test_step_after_projection_reuses_its_svd(monkeypatch):
     train_steps(model, optimizer, 4)
     # step 1: nuclear (4 layers); step 2: nuclear + projection; step 3: nuclear reuses the
     # projection's factors (no SVD); step 4: nuclear + projection
-    assert calls == [4, 4, 4, 4, 4]
+    assert calls == [4, 4, 4, 0, 4, 4]
     assert handle.steps == 4
 
 
-def test_svds_on_host_match_the_direct_svds_in_shape_order_and_value():
+@pytest.mark.parametrize("through", ["svds_on_host", "_svds_through_host"])
+def test_svds_through_the_host_match_the_direct_svds_in_shape_order_dtype_and_value(through):
+    # on a CPU-only machine svds_on_host returns the direct SVDs; _svds_through_host is the
+    # path that accelerator weights take (copies down and back), run here on CPU tensors
     torch.manual_seed(0)
-    matrices = [torch.randn(1, 16, 27), torch.randn(3, 8, 5), torch.randn(1, 16, 27), torch.randn(2, 40, 12)]
-    through_host, direct = rank_training.svds_on_host(matrices), rank_training.batched_thin_svd(matrices)
+    matrices = [
+        torch.randn(1, 16, 27), torch.randn(3, 8, 5).bfloat16(), torch.randn(1, 16, 27, dtype=torch.float64),
+        torch.randn(2, 40, 12), torch.randn(1, 6, 9).half(),
+    ]
+    through_host, direct = getattr(rank_training, through)(matrices), rank_training.batched_thin_svd(matrices)
     assert len(through_host) == len(matrices)
     for matrix, got, expected in zip(matrices, through_host, direct):
         for part, reference in zip(got, expected):
-            assert part.shape == reference.shape and part.device == matrix.device
+            assert (part.shape, part.dtype, part.device) == (reference.shape, reference.dtype, matrix.device)
             torch.testing.assert_close(part, reference, rtol=0, atol=0)
         u, s, vh = (part.double() for part in got)
-        torch.testing.assert_close(u @ torch.diag_embed(s) @ vh, matrix.double(), rtol=0, atol=1e-5)
-    assert rank_training.svds_on_host([]) == []
+        tolerance = 1e-12 if matrix.dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(u @ torch.diag_embed(s) @ vh, matrix.double(), rtol=0, atol=tolerance)
+    assert getattr(rank_training, through)([]) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_svds_on_host_return_the_factors_on_the_gpu():
+    matrices = [torch.randn(2, 16, 27, device="cuda"), torch.randn(1, 48, 48, device="cuda", dtype=torch.float64)]
+    for matrix, (u, s, vh) in zip(matrices, rank_training.svds_on_host(matrices)):
+        assert u.device == matrix.device and s.device == matrix.device and vh.device == matrix.device
+        torch.testing.assert_close(u @ torch.diag_embed(s) @ vh, matrix.to(u.dtype), rtol=0, atol=1e-4)
+
+
+def test_svds_stay_on_the_device_when_told_to(monkeypatch):
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    attach_trp(model, optimizer, TRPConfig(period=2, nuclear_weight=1e-3, svd_on_host=False))
+    monkeypatch.setattr(rank_training, "svds_on_host", lambda matrices: pytest.fail("svd_on_host=False went through the host"))
+    train_steps(model, optimizer, 3)
+    with pytest.raises(ValueError, match="svd_on_host must be true or false"):
+        TRPConfig(svd_on_host="no")
 
 
 def test_nuclear_norm_alone_shrinks_singular_values():

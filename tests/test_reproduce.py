@@ -7,6 +7,7 @@ import io
 import json
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -261,9 +262,9 @@ def test_gpu_collect_reports_how_far_each_started_run_got(tmp_path, monkeypatch)
     (work / "runs" / "resnet56-baseline").mkdir(parents=True)
     epochs = [{"phase": "train", "epoch": e, "test_accuracy": a, "epoch_seconds": s} for e, a, s in ((1, 0.5, 10.0), (2, 0.6, 20.0))]
     (work / "runs" / "resnet56-baseline" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
-    side_by_side = {"device": "Some GPU", "side_by_side": ["resnet56-baseline", "resnet56-trp2-nu"]}
-    for name in side_by_side["side_by_side"]:
-        (work / f"device-{name}.json").write_text(json.dumps(side_by_side))
+    for name in ("resnet56-baseline", "resnet56-trp2-nu"):
+        gpu._record_session(work, name, "cpu", ["resnet56-baseline", "resnet56-trp2-nu"])
+    gpu._record_session(work, "resnet56-baseline", "cpu", ["resnet56-baseline"])
     rows = {row["run"]: row for row in gpu.collect(work)}
     assert set(rows) == {"resnet56-baseline", "resnet56-trp2-nu"}  # runs never started are left out
     assert rows["resnet56-baseline"]["epochs_done"] == 2 and rows["resnet56-baseline"]["epochs"] == 30
@@ -271,4 +272,25 @@ def test_gpu_collect_reports_how_far_each_started_run_got(tmp_path, monkeypatch)
     assert rows["resnet56-trp2-nu"]["epochs_done"] == 0 and rows["resnet56-trp2-nu"]["summary"] is None
     assert (tmp_path / "results" / "resnet56-baseline" / "metrics.jsonl").exists()
     table = gpu.markdown(list(rows.values()))
-    assert "| 2 / 30 | 60.00 % | 15.0 | not finished |" in table and "Some GPU (2)" in table
+    assert "| CPU × 2 from epoch 2; CPU × 1 from epoch 2 | 2 / 30 | 60.00 % | 15.0 | not finished |" in table
+    assert "| CPU × 2 from epoch 0 | 0 / 30 |" in table
+
+
+def test_gpu_train_stops_every_child_at_the_time_limit_and_reports_the_finished(tmp_path, monkeypatch, capsys):
+    gpu = load_benchmark("cifar10_gpu")
+    sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
+    commands = {"resnet56-baseline": sleep, "resnet56-trp1-nu": [sys.executable, "-c", "pass"]}
+    monkeypatch.setattr(gpu, "_command", lambda name, data_root, work, device: commands[name])
+    started = time.monotonic()
+    gpu.train(list(commands), tmp_path / "data", tmp_path, "cpu", minutes=0.05)
+    assert time.monotonic() - started < 30  # the sleeper was stopped, not waited for
+    out = capsys.readouterr().out
+    assert "resnet56-trp1-nu: exited with 0" in out and "resnet56-baseline: stopped before finishing" in out
+    assert json.loads((tmp_path / "device-resnet56-baseline.json").read_text())["sessions"][0]["from_epoch"] == 0
+
+
+def test_prepare_data_names_a_missing_checksum_file(tmp_path):
+    script = load_script()
+    make_archive(tmp_path / "data.tar.gz")
+    with pytest.raises(SystemExit, match=r"data\.tar\.gz\.sha256 does not exist"):
+        script.prepare_data(tmp_path / "data.tar.gz", tmp_path / "cache")

@@ -57,6 +57,10 @@ class TRPConfig:
         project: do the periodic low-rank projection (TRP).
         nuclear_weight: ``lambda`` of the nuclear-norm regularizer (paper: 3e-4); 0 turns it off.
         nuclear_every: apply the nuclear-norm sub-gradient every this many steps (default 1).
+        svd_on_host: for weights on an accelerator, compute the per-step SVDs on the CPU and
+            copy the factors back (default): a GPU solves these many small eigenproblems
+            slower than its host (:func:`svds_on_host`). ``False`` keeps them on the device.
+            Weights on the CPU are not affected.
         decompose: which layers, which reshape (scheme) and which rank criterion; by default
             the channel scheme with the energy criterion, ``e = 0.02`` (paper, CIFAR-10).
     """
@@ -65,6 +69,7 @@ class TRPConfig:
     project: bool = True
     nuclear_weight: float = 0.0
     nuclear_every: int = 1
+    svd_on_host: bool = True
     decompose: DecomposeConfig = field(default_factory=lambda: DecomposeConfig(criterion=EnergyCriterion(0.02)))
 
     def __post_init__(self) -> None:
@@ -72,6 +77,8 @@ class TRPConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TRP {name} must be a positive integer (steps), got {value!r}.")
+        if not isinstance(self.svd_on_host, bool):
+            raise ValueError(f"TRP svd_on_host must be true or false, got {self.svd_on_host!r}.")
         if not (math.isfinite(self.nuclear_weight) and self.nuclear_weight >= 0):
             raise ValueError(f"TRP nuclear_weight must be finite and >= 0, got {self.nuclear_weight}.")
         if not self.project and self.nuclear_weight == 0:
@@ -152,9 +159,12 @@ class TRPHandle:
     def _scheme(self) -> str:
         return self.config.decompose.scheme
 
-    def _svds(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _svds(self, targets: list[_Target] | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Thin SVDs of ``targets`` (default: all) in their scheme's matrix form, where
+        ``config.svd_on_host`` says."""
+        matrices = [target.matrix(self._scheme()) for target in (self.targets if targets is None else targets)]
         with torch.no_grad():
-            return svds_on_host([target.matrix(self._scheme()) for target in self.targets])
+            return svds_on_host(matrices) if self.config.svd_on_host else batched_thin_svd(matrices)
 
     @torch.no_grad()
     def project_(self) -> dict[str, int]:
@@ -185,7 +195,7 @@ class TRPHandle:
         """``grad += lambda * U V^T`` for every targeted weight that has a gradient."""
         pending = [t for t in self.targets if t.weight.grad is not None]
         fresh = [t for t in pending if not self._cached(t)]
-        for target, (u, s, vh) in zip(fresh, svds_on_host([t.matrix(self._scheme()) for t in fresh])):
+        for target, (u, s, vh) in zip(fresh, self._svds(fresh)):
             direction = matrix_to_weight(_direction(u, s, vh), tuple(target.weight.shape), self._scheme())
             target.weight.grad.add_(direction.to(target.weight.grad.dtype), alpha=self.config.nuclear_weight)
         for target in pending:
@@ -207,9 +217,12 @@ class TRPHandle:
         return _criterion_ranks(self.targets, self.config.decompose)
 
     def _finite(self) -> bool:
-        """Every targeted weight finite: one fused reduction, so one host-device sync per
-        step on a GPU rather than one per layer."""
-        return bool(torch.stack([target.weight.detach().isfinite().all() for target in self.targets]).all())
+        """Every targeted weight finite: one fused reduction per device, so one host-device
+        sync per step on a GPU rather than one per layer."""
+        flags: dict[torch.device, list[torch.Tensor]] = {}
+        for target in self.targets:
+            flags.setdefault(target.weight.device, []).append(target.weight.detach().isfinite().all())
+        return all(bool(torch.stack(device_flags).all()) for device_flags in flags.values())
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.config.nuclear and self.steps % self.config.nuclear_every == 0 and self._finite():
@@ -222,8 +235,10 @@ class TRPHandle:
 
 
 def svds_on_host(matrices: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """:func:`batched_thin_svd` of ``(g, m, k)`` matrices, computed on the CPU and returned on
-    the matrices' device. Every matrix goes down in one copy and the factors come back in one.
+    """:func:`batched_thin_svd` of ``(g, m, k)`` matrices, computed on the CPU; each matrix's
+    factors come back on its own device, in float32 (float64 for float64 input), as
+    :func:`batched_thin_svd` gives them. The matrices of one device and working precision go
+    down in one copy and their factors come back in one.
 
     The per-step SVDs of TRP are many small eigenproblems, which a GPU solves slower than its
     host. On an H200 with 16 host cores, one SVD of every targeted weight took, on the GPU
@@ -231,17 +246,30 @@ def svds_on_host(matrices: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch
     and 41.5 against 18.7 ms (spatial); ResNet-56 17.9 against 12.5 and 121.6 against 42.7 ms.
     A spatial TRP+Nu step (batch 128) took 25.7 ms instead of 53.9 (ResNet-20) and 77.2 instead
     of 155.5 (ResNet-56): ``benchmarks/trp_overhead.py --device cuda``, one run,
-    ``benchmarks/results/trp_overhead_cuda.json``.
+    ``benchmarks/results/trp_overhead_cuda.json``. A weaker host may not win: see
+    ``TRPConfig.svd_on_host``.
     """
-    if not matrices:
-        return []
-    device = matrices[0].device  # on the CPU already, the copies below cost well under a millisecond
-    host = torch.cat([matrix.reshape(-1) for matrix in matrices]).cpu().split([m.numel() for m in matrices])
-    factors = batched_thin_svd([flat.view(m.shape) for flat, m in zip(host, matrices)])
-    parts = [part for triple in factors for part in triple]
-    back = torch.cat([part.reshape(-1) for part in parts]).to(device).split([part.numel() for part in parts])
-    shaped = [flat.view(part.shape) for flat, part in zip(back, parts)]
-    return [tuple(shaped[i : i + 3]) for i in range(0, len(shaped), 3)]  # type: ignore[misc]
+    if all(matrix.device.type == "cpu" for matrix in matrices):
+        return batched_thin_svd(matrices)
+    return _svds_through_host(matrices)
+
+
+def _svds_through_host(matrices: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    results: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * len(matrices)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for index, matrix in enumerate(matrices):
+        working = torch.float64 if matrix.dtype == torch.float64 else torch.float32
+        groups.setdefault((matrix.device, working), []).append(index)
+    for (device, working), indices in groups.items():
+        group = [matrices[i].to(working) for i in indices]
+        host = torch.cat([matrix.reshape(-1) for matrix in group]).cpu().split([m.numel() for m in group])
+        factors = batched_thin_svd([flat.view(m.shape) for flat, m in zip(host, group)])
+        parts = [part for triple in factors for part in triple]
+        back = torch.cat([part.reshape(-1) for part in parts]).to(device).split([part.numel() for part in parts])
+        shaped = [flat.view(part.shape) for flat, part in zip(back, parts)]
+        for slot, index in enumerate(indices):
+            results[index] = (shaped[3 * slot], shaped[3 * slot + 1], shaped[3 * slot + 2])
+    return results  # type: ignore[return-value]
 
 
 def _criterion_ranks(targets: list[_Target], config: DecomposeConfig) -> dict[str, int]:

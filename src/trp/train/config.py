@@ -82,6 +82,7 @@ class TRPSection:
     project: bool = True
     nuclear_weight: float = 0.0
     nuclear_every: int = 1
+    svd_on_host: bool = True  # per-step SVDs of accelerator weights on the CPU (trp.TRPConfig)
 
 
 @dataclass
@@ -208,6 +209,7 @@ class TrainConfig:
             project=self.trp.project,
             nuclear_weight=self.trp.nuclear_weight,
             nuclear_every=self.trp.nuclear_every,
+            svd_on_host=self.trp.svd_on_host,
             decompose=self.decompose_config(),
         )
 

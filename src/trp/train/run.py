@@ -47,11 +47,13 @@ __all__ = ["run_training", "method_label", "load_run_data", "RunInterrupted"]
 
 
 # Options that may differ between a run and its resumption; any other change is refused.
-# ``run.channels_last`` changes only the memory layout (same math, rounding aside);
+# ``run.channels_last`` changes only the memory layout and ``trp.svd_on_host`` where the SVDs
+# run (same math, rounding aside);
 # ``decompose.target_speedup`` and ``decompose.fit_on_data`` only the decomposition after training.
 RESUME_CHANGEABLE = (
     "run.progress", "run.stop_after_epochs", "run.device", "run.out_dir", "data.root", "data.download",
     "data.eval_batch_size", "run.channels_last", "decompose.target_speedup", "decompose.fit_on_data",
+    "trp.svd_on_host",
 )
 
 
