@@ -158,6 +158,8 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert "| TRP2+Nu | spatial | 90.62 | 2.84x | -1.12 | 90.50 | 90.20 | -0.80 | 2.90x | 120,000 | 1.00 |" in text
     assert "no sweep point reaches 2.2x (fastest 2.00x)" in text
     assert "push 5.76x less in total" in text  # from the committed configs' schedules
+    # spectrum [4, 2, 1, 0.1]: squares sum to 21.01, and rank 3 leaves 0.01 <= 0.02 * 21.01 behind
+    assert "| TRP2+Nu | spatial | 4 | 4.000 | 7.10 | 3 |" in text
     assert "its responses on 512 training images" in text  # from the sweep's own record
     assert "*e = 0.01* rows prune less energy at each projection than the paper's energy:0.02" in text
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
