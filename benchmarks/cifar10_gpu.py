@@ -41,6 +41,7 @@ from reproduce_cifar10 import prepare_data
 from results_markdown import replace_section
 
 from trp.train import load_train_config
+from trp.train.run import FINETUNE_STATE
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "cifar10"
@@ -77,7 +78,7 @@ def _command(name: str, data_root: Path, work: Path, device: str) -> list[str]:
     ]
     command = [sys.executable, "-m", "trp", "train", "--config", str(CONFIGS / run.config), "--device", device, "--no-progress"]
     command += [part for override in overrides for part in ("--set", override)]
-    if (run_dir / "last.pt").exists() or (run_dir / "finetune_last.pt").exists():
+    if (run_dir / "last.pt").exists() or (run_dir / FINETUNE_STATE).exists():
         command.append("--resume")
     return command
 

@@ -6,7 +6,8 @@ plain SGD training, measured in one run with the two interleaved (this machine i
 Cases on the CPU: CIFAR ResNet-20 (batch 128, 32x32) with m = 20 and m = 1, and ImageNet
 ResNet-50 weight shapes (batch 8 at 64x64, so that the step is cheap and the SVD share is
 large: a pessimistic case). On a GPU: CIFAR ResNet-20 and ResNet-56 with each scheme, m = 20,
-and the time of one SVD of every targeted weight on the GPU and, for comparison, on the CPU. Random data; the figure is total TRP time / total plain time over
+and the time of one SVD of every targeted weight on the GPU and, for comparison, on the CPU.
+Random data; the figure is total TRP time / total plain time over
 ``rounds`` blocks of ``max(m, 20)`` steps each, alternating plain and TRP blocks, with the
 lowest and highest ratio of one round's pair of blocks as a measure of the noise. Target:
 at most 1.10 for ResNet-20 with m = 20. Writes ``benchmarks/results/trp_overhead.json``.
