@@ -3,11 +3,17 @@ ResNet-20 on the paper's 164-epoch schedule, trained side by side on one acceler
 time budget.
 
     python benchmarks/cifar10_gpu.py train --minutes 7 [--runs NAME ...] [--device cuda]
-        [--data ../shared/data/cifar10-jpeg.tar.gz] [--work DIR]
+        [--threads N] [--data ../shared/data/cifar10-jpeg.tar.gz] [--work DIR]
     python benchmarks/cifar10_gpu.py collect [--work DIR]
 
 ``--data`` is the CIFAR-10 JPEG archive of ``reproduce_cifar10.py``, with its ``.sha256`` beside it;
-a GPU machine that cannot see ``../shared`` needs a copy of both.
+a GPU machine that cannot see ``../shared`` needs a copy of both. On a machine that is lent for
+one call at a time, send DIR with the call and bring the whole of it back in the same call, e.g.
+``tar -C DIR --exclude ./cifar10-jpeg -cf - . | split -b 15M - OUT/work.tar.part`` where
+returned files are capped at 16 MiB: a later call may find only part of DIR (the checkpoints
+without their metrics once did), and ``collect`` then lists the epochs whose lines were lost.
+``--threads`` sets each run's CPU threads (default: the cores shared out), e.g. to finish a
+run on a CPU that is busy with another.
 
 ``train`` starts every unfinished run at once, each as its own ``trp train`` process that
 resumes from its last completed epoch, and stops them after ``--minutes``; run it again to go
@@ -31,6 +37,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -91,10 +98,24 @@ def _device_name(device: str) -> str:
     return "CPU"
 
 
-def _epochs_done(run_dir: Path) -> int:
-    metrics = run_dir / "metrics.jsonl"
+def _train_epochs(metrics: Path) -> list[dict]:
+    """The per-epoch training records of a run's ``metrics.jsonl`` (none before its first epoch)."""
     lines = metrics.read_text().splitlines() if metrics.exists() else []
-    return sum(json.loads(line)["phase"] == "train" for line in lines if line.strip())
+    records = [json.loads(line) for line in lines if line.strip()]
+    return [record for record in records if record["phase"] == "train"]
+
+
+def _epochs_done(epochs: list[dict]) -> int:
+    """The last completed epoch: that of the last record, which the checkpoint was saved after.
+    Counting records would fall short where lines were lost (see ``_epochs_without_metrics``)."""
+    return epochs[-1]["epoch"] if epochs else 0
+
+
+def _epochs_without_metrics(epochs: list[dict]) -> list[int]:
+    """Completed epochs with no line in ``metrics.jsonl``: a session whose small files were lost
+    while its checkpoint came back (its training is in the weights, its per-epoch figures are not)."""
+    logged = {record["epoch"] for record in epochs}
+    return [epoch for epoch in range(1, _epochs_done(epochs) + 1) if epoch not in logged]
 
 
 def _record_session(work: Path, name: str, device: str, side_by_side: list[str]) -> None:
@@ -102,7 +123,7 @@ def _record_session(work: Path, name: str, device: str, side_by_side: list[str])
     ``device-NAME.json``, so each epoch can be told which device and company it ran with."""
     path = work / f"device-{name}.json"
     sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
-    sessions.append({"device": _device_name(device), "side_by_side": side_by_side, "from_epoch": _epochs_done(work / "runs" / name)})
+    sessions.append({"device": _device_name(device), "side_by_side": side_by_side, "from_epoch": _epochs_done(_train_epochs(work / "runs" / name / "metrics.jsonl"))})
     path.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n")
 
 
@@ -122,15 +143,16 @@ def _stop(processes: dict[str, subprocess.Popen], grace_seconds: float = 30.0) -
         print(f"{name}: stopped before finishing; resumable from its last completed epoch", flush=True)
 
 
-def train(names: list[str], data_root: Path, work: Path, device: str, minutes: float) -> None:
-    """Train ``names`` side by side for at most ``minutes``; unfinished runs stay resumable.
-    The children are stopped however this process ends (time limit, error, SIGTERM, Ctrl-C)."""
+def train(names: list[str], data_root: Path, work: Path, device: str, minutes: float, threads: int | None = None) -> None:
+    """Train ``names`` side by side for at most ``minutes``, each child with ``threads`` CPU
+    threads (default: the cores shared out); unfinished runs stay resumable. The children are
+    stopped however this process ends (time limit, error, SIGTERM, Ctrl-C)."""
     pending = [name for name in names if not (work / "runs" / name / "summary.json").exists()]
     if not pending:
         print("every run is finished", flush=True)
         return
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // len(pending))
+    threads = threads or max(1, (os.cpu_count() or 1) // len(pending))
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     deadline = time.monotonic() + 60 * minutes
     processes: dict[str, subprocess.Popen] = {}
@@ -171,9 +193,7 @@ def collect(work: Path) -> list[dict]:
 
 def progress_row(name: str, run: GpuRun, results: Path) -> dict:
     """How far a run got (from its committed metrics) and, when finished, its summary."""
-    metrics = results / "metrics.jsonl"
-    epochs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    epochs = [record for record in epochs if record["phase"] == "train"]
+    epochs = _train_epochs(results / "metrics.jsonl")
     sessions = json.loads((results / "device.json").read_text())["sessions"]
     summary = json.loads((results / "summary.json").read_text()) if (results / "summary.json").exists() else None
     return {
@@ -181,11 +201,22 @@ def progress_row(name: str, run: GpuRun, results: Path) -> dict:
         "sessions": [
             {"device": s["device"], "side_by_side": len(s["side_by_side"]), "from_epoch": s["from_epoch"]} for s in sessions
         ],
-        "epochs_done": len(epochs), "epochs": load_train_config(CONFIGS / run.config).optim.epochs,
+        "epochs_done": _epochs_done(epochs), "epochs_without_metrics": _epochs_without_metrics(epochs),
+        "epochs": load_train_config(CONFIGS / run.config).optim.epochs,
         "last_test_accuracy": epochs[-1]["test_accuracy"] if epochs else None,
-        "seconds_per_epoch": sum(r["epoch_seconds"] for r in epochs) / len(epochs) if epochs else None,
+        "gpu_seconds_per_epoch": _median_gpu_epoch_seconds(sessions, epochs),
         "summary": summary and {key: summary[key] for key in ("dense", "decomposed", "training_seconds")},
     }
+
+
+def _median_gpu_epoch_seconds(sessions: list[dict], epochs: list[dict]) -> float | None:
+    """Median seconds of the logged epochs that ran on a GPU; epoch e ran in the last session
+    that started before it. A CPU epoch takes many times longer and is left out."""
+    gpu_epochs = [
+        record["epoch_seconds"] for record in epochs
+        if [s for s in sessions if s["from_epoch"] < record["epoch"]][-1]["device"] != "CPU"
+    ]
+    return statistics.median(gpu_epochs) if gpu_epochs else None
 
 
 def _percent(value: float | None) -> str:
@@ -194,6 +225,17 @@ def _percent(value: float | None) -> str:
 
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
+
+
+def _epoch_ranges(epochs: list[int]) -> str:
+    """[2, 3, 4, 9] -> "2-4, 9"."""
+    runs: list[list[int]] = []
+    for epoch in epochs:
+        if runs and epoch == runs[-1][-1] + 1:
+            runs[-1].append(epoch)
+        else:
+            runs.append([epoch])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def _sessions(sessions: list[dict]) -> str:
@@ -206,11 +248,14 @@ def markdown(rows: list[dict]) -> str:
         "",
         "Made by `python benchmarks/cifar10_gpu.py train --minutes M`, once or more, then "
         "`python benchmarks/cifar10_gpu.py collect`; the runs resume where they stopped. Each session "
-        "is listed as device × runs side by side, from the epoch it started at. The runs shared "
-        "one GPU, so the seconds per epoch (mean over all sessions) are those of a shared GPU, not of a run alone.",
+        "is listed as device × runs side by side, from the epoch it started at. The seconds per epoch "
+        "are the median over the logged epochs that ran on a GPU, most of them beside other runs, so they are "
+        "those of a shared GPU, not of a run alone. Epochs with no metrics line trained (their checkpoint came "
+        "back) but their per-epoch figures were lost.",
         "",
-        "| run | model | schedule | sessions | epochs done | last test top-1 | s/epoch | decomposed top-1 | conv speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | model | schedule | sessions | epochs done | epochs with no metrics line | last test top-1 "
+        "| GPU s/epoch | decomposed top-1 | conv speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         summary = row["summary"]
@@ -218,8 +263,8 @@ def markdown(rows: list[dict]) -> str:
         speedup = f"{summary['decomposed']['conv_speedup']:.2f}x" if summary else ""
         lines.append(
             f"| {row['run']} | {row['model']} {row['method']} | {row['schedule']} | {_sessions(row['sessions'])} "
-            f"| {row['epochs_done']} / {row['epochs']} | {_percent(row['last_test_accuracy'])} "
-            f"| {_seconds(row['seconds_per_epoch'])} | {decomposed} | {speedup} |"
+            f"| {row['epochs_done']} / {row['epochs']} | {_epoch_ranges(row['epochs_without_metrics'])} "
+            f"| {_percent(row['last_test_accuracy'])} | {_seconds(row['gpu_seconds_per_epoch'])} | {decomposed} | {speedup} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -230,11 +275,12 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--minutes", type=float, default=60.0, help="time limit for train (default %(default)s)")
     parser.add_argument("--device", default="cuda", help="run.device of every run (default %(default)s)")
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: the cores shared out)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "trp" / "cifar10-gpu")
     args = parser.parse_args()
     if args.action == "train":
-        train(args.runs, prepare_data(args.data, args.work / "cifar10-jpeg"), args.work, args.device, args.minutes)
+        train(args.runs, prepare_data(args.data, args.work / "cifar10-jpeg"), args.work, args.device, args.minutes, args.threads)
     else:
         rows = collect(args.work)
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -262,20 +262,38 @@ def test_gpu_collect_reports_how_far_each_started_run_got(tmp_path, monkeypatch)
     monkeypatch.setattr(gpu, "RESULTS", tmp_path / "results")
     work = tmp_path / "work"
     (work / "runs" / "resnet56-baseline").mkdir(parents=True)
-    epochs = [{"phase": "train", "epoch": e, "test_accuracy": a, "epoch_seconds": s} for e, a, s in ((1, 0.5, 10.0), (2, 0.6, 20.0))]
+    # epochs 1-3 on a GPU beside another run (epoch 2's line lost), then epoch 4 on the CPU
+    epochs = [
+        {"phase": "train", "epoch": e, "test_accuracy": a, "epoch_seconds": s}
+        for e, a, s in ((1, 0.5, 10.0), (3, 0.6, 30.0), (4, 0.7, 900.0))
+    ]
     (work / "runs" / "resnet56-baseline" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
-    for name in ("resnet56-baseline", "resnet56-trp2-nu"):
-        gpu._record_session(work, name, "cpu", ["resnet56-baseline", "resnet56-trp2-nu"])
-    gpu._record_session(work, "resnet56-baseline", "cpu", ["resnet56-baseline"])
+    sessions = [
+        {"device": "NVIDIA H200", "side_by_side": ["resnet56-baseline", "resnet56-trp2-nu"], "from_epoch": 0},
+        {"device": "CPU", "side_by_side": ["resnet56-baseline"], "from_epoch": 3},
+    ]
+    (work / "device-resnet56-baseline.json").write_text(json.dumps({"sessions": sessions}))
+    gpu._record_session(work, "resnet56-trp2-nu", "cpu", ["resnet56-baseline", "resnet56-trp2-nu"])
+    gpu._record_session(work, "resnet56-baseline", "cpu", ["resnet56-baseline"])  # starts after the last epoch
     rows = {row["run"]: row for row in gpu.collect(work)}
     assert set(rows) == {"resnet56-baseline", "resnet56-trp2-nu"}  # runs never started are left out
-    assert rows["resnet56-baseline"]["epochs_done"] == 2 and rows["resnet56-baseline"]["epochs"] == 30
-    assert rows["resnet56-baseline"]["last_test_accuracy"] == 0.6 and rows["resnet56-baseline"]["seconds_per_epoch"] == 15.0
+    baseline = rows["resnet56-baseline"]
+    assert baseline["epochs_done"] == 4 and baseline["epochs"] == 30 and baseline["epochs_without_metrics"] == [2]
+    assert baseline["last_test_accuracy"] == 0.7
+    assert baseline["gpu_seconds_per_epoch"] == 20.0  # the median of epochs 1 and 3; the CPU epoch is left out
     assert rows["resnet56-trp2-nu"]["epochs_done"] == 0 and rows["resnet56-trp2-nu"]["summary"] is None
     assert (tmp_path / "results" / "resnet56-baseline" / "metrics.jsonl").exists()
     table = gpu.markdown(list(rows.values()))
-    assert "| CPU × 2 from epoch 2; CPU × 1 from epoch 2 | 2 / 30 | 60.00 % | 15.0 | not finished |" in table
-    assert "| CPU × 2 from epoch 0 | 0 / 30 |" in table
+    assert (
+        "| NVIDIA H200 × 2 from epoch 0; CPU × 1 from epoch 3; CPU × 1 from epoch 4 | 4 / 30 | 2 | 70.00 % | 20.0 "
+        "| not finished |" in table
+    )
+    assert "| CPU × 2 from epoch 0 | 0 / 30 |  |  |  | not finished |" in table
+
+
+def test_gpu_epoch_ranges_are_written_compactly():
+    gpu = load_benchmark("cifar10_gpu")
+    assert gpu._epoch_ranges([2, 3, 4, 9, 11, 12]) == "2-4, 9, 11-12" and gpu._epoch_ranges([]) == ""
 
 
 def test_gpu_train_stops_every_child_at_the_time_limit_and_reports_the_finished(tmp_path, monkeypatch, capsys):
@@ -284,10 +302,11 @@ def test_gpu_train_stops_every_child_at_the_time_limit_and_reports_the_finished(
     commands = {"resnet56-baseline": sleep, "resnet56-trp1-nu": [sys.executable, "-c", "pass"]}
     monkeypatch.setattr(gpu, "_command", lambda name, data_root, work, device: commands[name])
     started = time.monotonic()
-    gpu.train(list(commands), tmp_path / "data", tmp_path, "cpu", minutes=0.05)
+    gpu.train(list(commands), tmp_path / "data", tmp_path, "cpu", minutes=0.05, threads=3)
     assert time.monotonic() - started < 30  # the sleeper was stopped, not waited for
     out = capsys.readouterr().out
     assert "resnet56-trp1-nu: exited with 0" in out and "resnet56-baseline: stopped before finishing" in out
+    assert "started resnet56-baseline (3 CPU threads)" in out
     assert json.loads((tmp_path / "device-resnet56-baseline.json").read_text())["sessions"][0]["from_epoch"] == 0
 
 
