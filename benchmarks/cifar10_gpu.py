@@ -49,6 +49,7 @@ from results_markdown import replace_section
 
 from trp.train import load_train_config
 from trp.train.run import FINETUNE_STATE
+from trp.train.state import saved_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "cifar10"
@@ -105,17 +106,18 @@ def _train_epochs(metrics: Path) -> list[dict]:
     return [record for record in records if record["phase"] == "train"]
 
 
-def _epochs_done(epochs: list[dict]) -> int:
-    """The last completed epoch: that of the last record, which the checkpoint was saved after.
-    Counting records would fall short where lines were lost (see ``_epochs_without_metrics``)."""
-    return epochs[-1]["epoch"] if epochs else 0
+def _checkpoint_epoch(run_dir: Path) -> int:
+    """The last completed epoch, read from the run's checkpoint (0 before its first epoch). Not
+    from ``metrics.jsonl``, which can lack lines (see ``_epochs_without_metrics``)."""
+    state = run_dir / "last.pt"
+    return saved_epoch(state) if state.exists() else 0
 
 
-def _epochs_without_metrics(epochs: list[dict]) -> list[int]:
+def _epochs_without_metrics(epochs: list[dict], done: int) -> list[int]:
     """Completed epochs with no line in ``metrics.jsonl``: a session whose small files were lost
     while its checkpoint came back (its training is in the weights, its per-epoch figures are not)."""
     logged = {record["epoch"] for record in epochs}
-    return [epoch for epoch in range(1, _epochs_done(epochs) + 1) if epoch not in logged]
+    return [epoch for epoch in range(1, done + 1) if epoch not in logged]
 
 
 def _record_session(work: Path, name: str, device: str, side_by_side: list[str]) -> None:
@@ -123,7 +125,7 @@ def _record_session(work: Path, name: str, device: str, side_by_side: list[str])
     ``device-NAME.json``, so each epoch can be told which device and company it ran with."""
     path = work / f"device-{name}.json"
     sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
-    sessions.append({"device": _device_name(device), "side_by_side": side_by_side, "from_epoch": _epochs_done(_train_epochs(work / "runs" / name / "metrics.jsonl"))})
+    sessions.append({"device": _device_name(device), "side_by_side": side_by_side, "from_epoch": _checkpoint_epoch(work / "runs" / name)})
     path.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n")
 
 
@@ -182,7 +184,9 @@ def collect(work: Path) -> list[dict]:
         run_dir, target = work / "runs" / name, RESULTS / name
         if (work / f"device-{name}.json").exists():  # the run was started
             target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(work / f"device-{name}.json", target / "device.json")
+            sessions = json.loads((work / f"device-{name}.json").read_text())["sessions"]
+            device = {"sessions": sessions, "epochs_done": _checkpoint_epoch(run_dir)}
+            (target / "device.json").write_text(json.dumps(device, indent=2) + "\n")
             for file in SMALL_FILES:
                 if (run_dir / file).exists():
                     shutil.copyfile(run_dir / file, target / file)
@@ -194,14 +198,15 @@ def collect(work: Path) -> list[dict]:
 def progress_row(name: str, run: GpuRun, results: Path) -> dict:
     """How far a run got (from its committed metrics) and, when finished, its summary."""
     epochs = _train_epochs(results / "metrics.jsonl")
-    sessions = json.loads((results / "device.json").read_text())["sessions"]
+    device = json.loads((results / "device.json").read_text())
+    sessions, done = device["sessions"], device["epochs_done"]
     summary = json.loads((results / "summary.json").read_text()) if (results / "summary.json").exists() else None
     return {
         "run": name, "model": run.model, "method": run.method, "schedule": run.schedule,
         "sessions": [
             {"device": s["device"], "side_by_side": len(s["side_by_side"]), "from_epoch": s["from_epoch"]} for s in sessions
         ],
-        "epochs_done": _epochs_done(epochs), "epochs_without_metrics": _epochs_without_metrics(epochs),
+        "epochs_done": done, "epochs_without_metrics": _epochs_without_metrics(epochs, done),
         "epochs": load_train_config(CONFIGS / run.config).optim.epochs,
         "last_test_accuracy": epochs[-1]["test_accuracy"] if epochs else None,
         "gpu_seconds_per_epoch": _median_gpu_epoch_seconds(sessions, epochs),
@@ -253,18 +258,20 @@ def markdown(rows: list[dict]) -> str:
         "those of a shared GPU, not of a run alone. Epochs with no metrics line trained (their checkpoint came "
         "back) but their per-epoch figures were lost.",
         "",
-        "| run | model | schedule | sessions | epochs done | epochs with no metrics line | last test top-1 "
-        "| GPU s/epoch | decomposed top-1 | conv speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | model | schedule | sessions | epochs done | epochs with no metrics line | last logged test top-1 "
+        "| GPU s/epoch | dense top-1 | decomposed top-1 | conv speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         summary = row["summary"]
-        decomposed = f"{100 * summary['decomposed']['accuracy']:.2f} %" if summary else "not finished"
+        dense = _percent(summary["dense"]["accuracy"]) if summary else ""
+        decomposed = _percent(summary["decomposed"]["accuracy"]) if summary else "not finished"
         speedup = f"{summary['decomposed']['conv_speedup']:.2f}x" if summary else ""
         lines.append(
             f"| {row['run']} | {row['model']} {row['method']} | {row['schedule']} | {_sessions(row['sessions'])} "
             f"| {row['epochs_done']} / {row['epochs']} | {_epoch_ranges(row['epochs_without_metrics'])} "
-            f"| {_percent(row['last_test_accuracy'])} | {_seconds(row['gpu_seconds_per_epoch'])} | {decomposed} | {speedup} |"
+            f"| {_percent(row['last_test_accuracy'])} | {_seconds(row['gpu_seconds_per_epoch'])} | {dense} | {decomposed} "
+            f"| {speedup} |"
         )
     return "\n".join(lines) + "\n"
 

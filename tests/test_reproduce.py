@@ -268,27 +268,29 @@ def test_gpu_collect_reports_how_far_each_started_run_got(tmp_path, monkeypatch)
         for e, a, s in ((1, 0.5, 10.0), (3, 0.6, 30.0), (4, 0.7, 900.0))
     ]
     (work / "runs" / "resnet56-baseline" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    # the checkpoint is a step ahead of the metrics: epoch 5's line was lost too
+    torch.save({"format": "trp-train-state", "version": 1, "epoch": 5}, work / "runs" / "resnet56-baseline" / "last.pt")
     sessions = [
         {"device": "NVIDIA H200", "side_by_side": ["resnet56-baseline", "resnet56-trp2-nu"], "from_epoch": 0},
         {"device": "CPU", "side_by_side": ["resnet56-baseline"], "from_epoch": 3},
     ]
     (work / "device-resnet56-baseline.json").write_text(json.dumps({"sessions": sessions}))
     gpu._record_session(work, "resnet56-trp2-nu", "cpu", ["resnet56-baseline", "resnet56-trp2-nu"])
-    gpu._record_session(work, "resnet56-baseline", "cpu", ["resnet56-baseline"])  # starts after the last epoch
+    gpu._record_session(work, "resnet56-baseline", "cpu", ["resnet56-baseline"])  # starts after the checkpoint's epoch
     rows = {row["run"]: row for row in gpu.collect(work)}
     assert set(rows) == {"resnet56-baseline", "resnet56-trp2-nu"}  # runs never started are left out
     baseline = rows["resnet56-baseline"]
-    assert baseline["epochs_done"] == 4 and baseline["epochs"] == 30 and baseline["epochs_without_metrics"] == [2]
+    assert baseline["epochs_done"] == 5 and baseline["epochs"] == 30 and baseline["epochs_without_metrics"] == [2, 5]
     assert baseline["last_test_accuracy"] == 0.7
     assert baseline["gpu_seconds_per_epoch"] == 20.0  # the median of epochs 1 and 3; the CPU epoch is left out
     assert rows["resnet56-trp2-nu"]["epochs_done"] == 0 and rows["resnet56-trp2-nu"]["summary"] is None
     assert (tmp_path / "results" / "resnet56-baseline" / "metrics.jsonl").exists()
     table = gpu.markdown(list(rows.values()))
     assert (
-        "| NVIDIA H200 × 2 from epoch 0; CPU × 1 from epoch 3; CPU × 1 from epoch 4 | 4 / 30 | 2 | 70.00 % | 20.0 "
-        "| not finished |" in table
+        "| NVIDIA H200 × 2 from epoch 0; CPU × 1 from epoch 3; CPU × 1 from epoch 5 | 5 / 30 | 2, 5 | 70.00 % | 20.0 "
+        "|  | not finished |" in table
     )
-    assert "| CPU × 2 from epoch 0 | 0 / 30 |  |  |  | not finished |" in table
+    assert "| CPU × 2 from epoch 0 | 0 / 30 |  |  |  |  | not finished |" in table
 
 
 def test_gpu_epoch_ranges_are_written_compactly():

@@ -13,12 +13,13 @@ from PIL import Image
 
 import trp
 
-from trp.checkpoint import read_checkpoint
+from trp.checkpoint import CheckpointError, read_checkpoint
 from trp.cli import main
 from trp.models import create_model
 from trp.train import RunInterrupted, TrainingDiverged, load_train_config, run_training
 from trp.train.config import OptimSection
 from trp.train.schedule import lr_factor_fn
+from trp.train.state import saved_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +84,9 @@ def test_resume_ends_with_the_same_weights(tiny_folder, tmp_path):
         run_training(interrupted)
     with pytest.raises(RunInterrupted, match="after epoch 2 of 3"):
         run_training(interrupted, resume=True)
+    assert saved_epoch(tmp_path / "split" / "last.pt") == 2
+    with pytest.raises(CheckpointError, match="is not a trp training state"):
+        saved_epoch(tmp_path / "straight" / "dense.pt")
     interrupted.run.stop_after_epochs = 0
     run_training(interrupted, resume=True)
     expected = read_checkpoint(tmp_path / "straight" / "dense.pt").state_dict

@@ -16,7 +16,7 @@ from torch import nn
 from ..checkpoint import CheckpointError, atomic_torch_save, load_state_dict_, torch_load_weights
 from ..rank_training import TRPHandle
 
-__all__ = ["save_training_state", "restore_training_state"]
+__all__ = ["save_training_state", "restore_training_state", "saved_epoch"]
 
 FORMAT = "trp-train-state"
 VERSION = 1
@@ -71,9 +71,7 @@ def restore_training_state(
         CheckpointError: not a training state, or saved with another config (other than the
             ``section.key`` options in ``changeable``).
     """
-    state = torch_load_weights(path)
-    if not (isinstance(state, dict) and state.get("format") == FORMAT and state.get("version") == VERSION):
-        raise CheckpointError(f"{path} is not a trp training state (version {VERSION}); cannot resume from it.")
+    state = _load_state(path)
     saved = json.loads(state["config"])
     differences = [
         f"{section}.{key}: {value!r} -> {config[section][key]!r}"
@@ -97,3 +95,19 @@ def restore_training_state(
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["epoch"]), float(state["elapsed_seconds"])
+
+
+def saved_epoch(path: Path) -> int:
+    """The epoch (1-based, completed) that the training state at ``path`` continues after.
+
+    Raises:
+        CheckpointError: not a training state.
+    """
+    return int(_load_state(path)["epoch"])
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    state = torch_load_weights(path)
+    if not (isinstance(state, dict) and state.get("format") == FORMAT and state.get("version") == VERSION):
+        raise CheckpointError(f"{path} is not a trp training state (version {VERSION}); cannot resume from it.")
+    return state
