@@ -21,7 +21,8 @@ on (on another kind of device too, where the augmentation then draws other crops
 than the first device would have). Each run's
 state, logs and outputs stay in ``DIR/runs/NAME`` (default ``~/.cache/trp/cifar10-gpu``), with
 each session's device, company and starting epoch in ``DIR/device-NAME.json``. ``collect``
-copies the small files (per-epoch metrics, projections, the summary of a finished run) to
+copies the small files (per-epoch metrics, projections, the summary of a finished run, and
+``sessions.json``: the sessions and the epochs completed) to
 ``benchmarks/results/cifar10-gpu/`` and rewrites the CIFAR10-GPU section of RESULTS.md with how
 far each run got and, for a finished run, its accuracy decomposed with no fine-tuning.
 
@@ -47,7 +48,7 @@ from pathlib import Path
 from reproduce_cifar10 import prepare_data
 from results_markdown import replace_section
 
-from trp.train import load_train_config
+from trp.train import TrainConfig, load_train_config
 from trp.train.run import FINETUNE_STATE
 from trp.train.state import saved_epoch
 
@@ -106,11 +107,19 @@ def _train_epochs(metrics: Path) -> list[dict]:
     return [record for record in records if record["phase"] == "train"]
 
 
-def _checkpoint_epoch(run_dir: Path) -> int:
-    """The last completed epoch, read from the run's checkpoint (0 before its first epoch). Not
-    from ``metrics.jsonl``, which can lack lines (see ``_epochs_without_metrics``)."""
-    state = run_dir / "last.pt"
-    return saved_epoch(state) if state.exists() else 0
+def _epochs_done(name: str, run_dir: Path) -> int:
+    """The training epochs a run has completed: all of them once it is finished (or fine-tuning),
+    else the later of its checkpoint's epoch and its last logged one (0 before the first), since
+    a transfer can lose either file. A corrupt checkpoint stops with trp's error naming it."""
+    if (run_dir / "summary.json").exists() or (run_dir / FINETUNE_STATE).exists():
+        return _config(name).optim.epochs
+    state, logged = run_dir / "last.pt", _train_epochs(run_dir / "metrics.jsonl")
+    return max(saved_epoch(state) if state.exists() else 0, logged[-1]["epoch"] if logged else 0)
+
+
+def _config(name: str) -> TrainConfig:
+    run = RUNS[name]
+    return load_train_config(CONFIGS / run.config, list(run.overrides))
 
 
 def _epochs_without_metrics(epochs: list[dict], done: int) -> list[int]:
@@ -121,11 +130,12 @@ def _epochs_without_metrics(epochs: list[dict], done: int) -> list[int]:
 
 
 def _record_session(work: Path, name: str, device: str, side_by_side: list[str]) -> None:
-    """Append this session (device, the runs beside it, the epoch it starts from) to
+    """Append this session (device, the runs beside it, the epochs completed before it) to
     ``device-NAME.json``, so each epoch can be told which device and company it ran with."""
     path = work / f"device-{name}.json"
     sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
-    sessions.append({"device": _device_name(device), "side_by_side": side_by_side, "from_epoch": _checkpoint_epoch(work / "runs" / name)})
+    from_epoch = _epochs_done(name, work / "runs" / name)
+    sessions.append({"device": _device_name(device), "side_by_side": side_by_side, "from_epoch": from_epoch})
     path.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n")
 
 
@@ -154,7 +164,7 @@ def train(names: list[str], data_root: Path, work: Path, device: str, minutes: f
         print("every run is finished", flush=True)
         return
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    threads = threads or max(1, (os.cpu_count() or 1) // len(pending))
+    threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // len(pending))
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     deadline = time.monotonic() + 60 * minutes
     processes: dict[str, subprocess.Popen] = {}
@@ -178,58 +188,60 @@ def train(names: list[str], data_root: Path, work: Path, device: str, minutes: f
 
 
 def collect(work: Path) -> list[dict]:
-    """Copy each run's small files to RESULTS; one progress row per run that has begun."""
+    """Copy each run's small files to RESULTS, with ``sessions.json`` (its sessions and the epochs
+    it has completed); one progress row per run that has begun."""
     rows = []
     for name, run in RUNS.items():
         run_dir, target = work / "runs" / name, RESULTS / name
         if (work / f"device-{name}.json").exists():  # the run was started
             target.mkdir(parents=True, exist_ok=True)
             sessions = json.loads((work / f"device-{name}.json").read_text())["sessions"]
-            device = {"sessions": sessions, "epochs_done": _checkpoint_epoch(run_dir)}
-            (target / "device.json").write_text(json.dumps(device, indent=2) + "\n")
+            progress = {"sessions": sessions, "epochs_done": _epochs_done(name, run_dir)}
+            (target / "sessions.json").write_text(json.dumps(progress, indent=2) + "\n")
             for file in SMALL_FILES:
                 if (run_dir / file).exists():
                     shutil.copyfile(run_dir / file, target / file)
-        if (target / "device.json").exists():
+        if (target / "sessions.json").exists():
             rows.append(progress_row(name, run, target))
     return rows
 
 
 def progress_row(name: str, run: GpuRun, results: Path) -> dict:
-    """How far a run got (from its committed metrics) and, when finished, its summary."""
+    """How far a run got (from its committed ``sessions.json`` and metrics) and, when finished,
+    its summary."""
     epochs = _train_epochs(results / "metrics.jsonl")
-    device = json.loads((results / "device.json").read_text())
-    sessions, done = device["sessions"], device["epochs_done"]
+    progress = json.loads((results / "sessions.json").read_text())
+    done = progress["epochs_done"]
     summary = json.loads((results / "summary.json").read_text()) if (results / "summary.json").exists() else None
     return {
         "run": name, "model": run.model, "method": run.method, "schedule": run.schedule,
-        "sessions": [
-            {"device": s["device"], "side_by_side": len(s["side_by_side"]), "from_epoch": s["from_epoch"]} for s in sessions
-        ],
+        "sessions": _session_rows(progress["sessions"], epochs, done),
         "epochs_done": done, "epochs_without_metrics": _epochs_without_metrics(epochs, done),
-        "epochs": load_train_config(CONFIGS / run.config).optim.epochs,
+        "epochs": _config(name).optim.epochs,
         "last_test_accuracy": epochs[-1]["test_accuracy"] if epochs else None,
-        "gpu_seconds_per_epoch": _median_gpu_epoch_seconds(sessions, epochs),
         "summary": summary and {key: summary[key] for key in ("dense", "decomposed", "training_seconds")},
     }
 
 
-def _median_gpu_epoch_seconds(sessions: list[dict], epochs: list[dict]) -> float | None:
-    """Median seconds of the logged epochs that ran on a GPU; epoch e ran in the last session
-    that started before it. A CPU epoch takes many times longer and is left out."""
-    gpu_epochs = [
-        record["epoch_seconds"] for record in epochs
-        if [s for s in sessions if s["from_epoch"] < record["epoch"]][-1]["device"] != "CPU"
-    ]
-    return statistics.median(gpu_epochs) if gpu_epochs else None
+def _session_rows(sessions: list[dict], epochs: list[dict], done: int) -> list[dict]:
+    """Each session in the order they ran: its device, how many runs shared it, the epochs it
+    trained (``first``..``last``; none where ``last < first``, e.g. a final evaluation) and the
+    median seconds of those with a metrics line (None without one). Session i trained the epochs
+    after its ``from_epoch`` up to the next session's, the last one up to ``done``."""
+    ends = [session["from_epoch"] for session in sessions[1:]] + [done]
+    rows = []
+    for session, last in zip(sessions, ends):
+        first = session["from_epoch"] + 1
+        seconds = [record["epoch_seconds"] for record in epochs if first <= record["epoch"] <= last]
+        rows.append({
+            "device": session["device"], "side_by_side": len(session["side_by_side"]), "first": first, "last": last,
+            "median_epoch_seconds": statistics.median(seconds) if seconds else None, "epochs_logged": len(seconds),
+        })
+    return rows
 
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f} %"
-
-
-def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f}"
 
 
 def _epoch_ranges(epochs: list[int]) -> str:
@@ -243,8 +255,15 @@ def _epoch_ranges(epochs: list[int]) -> str:
     return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
-def _sessions(sessions: list[dict]) -> str:
-    return "; ".join(f"{s['device']} × {s['side_by_side']} from epoch {s['from_epoch']}" for s in sessions)
+def _session_text(session: dict) -> str:
+    """ "NVIDIA H200 × 3: epochs 2-18, 22.5 s/epoch (9 logged)"."""
+    head = f"{session['device']} × {session['side_by_side']}: "
+    if session["last"] < session["first"]:
+        return head + "no epoch"
+    epochs = _epoch_ranges(list(range(session["first"], session["last"] + 1)))
+    seconds = session["median_epoch_seconds"]
+    timing = f"{seconds:.1f} s/epoch ({session['epochs_logged']} logged)" if seconds is not None else "none logged"
+    return head + f"epoch{'s' if '-' in epochs else ''} {epochs}, {timing}"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -253,25 +272,26 @@ def markdown(rows: list[dict]) -> str:
         "",
         "Made by `python benchmarks/cifar10_gpu.py train --minutes M`, once or more, then "
         "`python benchmarks/cifar10_gpu.py collect`; the runs resume where they stopped. Each session "
-        "is listed as device × runs side by side, from the epoch it started at. The seconds per epoch "
-        "are the median over the logged epochs that ran on a GPU, most of them beside other runs, so they are "
-        "those of a shared GPU, not of a run alone. Epochs with no metrics line trained (their checkpoint came "
-        "back) but their per-epoch figures were lost.",
+        "is listed as device × runs sharing it: the epochs it trained, and the median seconds of a training "
+        "epoch (evaluation left out) over those with a metrics line. Epochs with no metrics line trained "
+        "(their checkpoint came back) but their per-epoch figures were lost. A finished run's last logged "
+        "top-1 is left out: its dense top-1 is the figure.",
         "",
         "| run | model | schedule | sessions | epochs done | epochs with no metrics line | last logged test top-1 "
-        "| GPU s/epoch | dense top-1 | decomposed top-1 | conv speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dense top-1 | decomposed top-1 | conv speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         summary = row["summary"]
         dense = _percent(summary["dense"]["accuracy"]) if summary else ""
         decomposed = _percent(summary["decomposed"]["accuracy"]) if summary else "not finished"
         speedup = f"{summary['decomposed']['conv_speedup']:.2f}x" if summary else ""
+        last_logged = "" if summary else _percent(row["last_test_accuracy"])
+        sessions = "; ".join(_session_text(session) for session in row["sessions"])
         lines.append(
-            f"| {row['run']} | {row['model']} {row['method']} | {row['schedule']} | {_sessions(row['sessions'])} "
+            f"| {row['run']} | {row['model']} {row['method']} | {row['schedule']} | {sessions} "
             f"| {row['epochs_done']} / {row['epochs']} | {_epoch_ranges(row['epochs_without_metrics'])} "
-            f"| {_percent(row['last_test_accuracy'])} | {_seconds(row['gpu_seconds_per_epoch'])} | {dense} | {decomposed} "
-            f"| {speedup} |"
+            f"| {last_logged} | {dense} | {decomposed} | {speedup} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -282,10 +302,12 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--minutes", type=float, default=60.0, help="time limit for train (default %(default)s)")
     parser.add_argument("--device", default="cuda", help="run.device of every run (default %(default)s)")
-    parser.add_argument("--threads", type=int, help="CPU threads per run (default: the cores shared out)")
+    parser.add_argument("--threads", type=int, help="CPU threads per run, at least 1 (default: the cores shared out)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "trp" / "cifar10-gpu")
     args = parser.parse_args()
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, not {args.threads}")
     if args.action == "train":
         train(args.runs, prepare_data(args.data, args.work / "cifar10-jpeg"), args.work, args.device, args.minutes, args.threads)
     else:

@@ -105,6 +105,8 @@ class NotAWeight:
     [
         (lambda path: None, "does not exist"),
         (lambda path: path.write_bytes(b"\x00garbage" * 10), "cannot read"),
+        (lambda path: path.write_bytes(b"truncated"), "cannot read"),  # legacy-pickle bytes: IndexError inside torch
+        (lambda path: path.write_bytes(b""), "cannot read"),
         (lambda path: torch.save({"net": NotAWeight()}, path), "never unpickles code"),
         (lambda path: torch.save({"epoch": 3, "lr": 0.1}, path), "not a model checkpoint"),
         (lambda path: torch.save({"format": "trp-checkpoint", "version": 9}, path), "version 9"),
@@ -113,7 +115,7 @@ class NotAWeight:
             "not valid JSON",
         ),
     ],
-    ids=["missing", "corrupt", "pickled-code", "foreign", "future-version", "bad-plan"],
+    ids=["missing", "corrupt", "stray-bytes", "empty", "pickled-code", "foreign", "future-version", "bad-plan"],
 )
 def test_bad_files_get_clear_errors(tmp_path, write, message):
     path = tmp_path / "bad.pt"

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from trp.checkpoint import CheckpointError
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -261,41 +263,74 @@ def test_gpu_collect_reports_how_far_each_started_run_got(tmp_path, monkeypatch)
     gpu = load_benchmark("cifar10_gpu")
     monkeypatch.setattr(gpu, "RESULTS", tmp_path / "results")
     work = tmp_path / "work"
-    (work / "runs" / "resnet56-baseline").mkdir(parents=True)
-    # epochs 1-3 on a GPU beside another run (epoch 2's line lost), then epoch 4 on the CPU
+    run_dir = work / "runs" / "resnet56-baseline"
+    run_dir.mkdir(parents=True)
+    # epochs 1-3 on a GPU beside another run (epoch 2's line lost), then epochs 4-5 on the CPU
     epochs = [
         {"phase": "train", "epoch": e, "test_accuracy": a, "epoch_seconds": s}
         for e, a, s in ((1, 0.5, 10.0), (3, 0.6, 30.0), (4, 0.7, 900.0))
     ]
-    (work / "runs" / "resnet56-baseline" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
     # the checkpoint is a step ahead of the metrics: epoch 5's line was lost too
-    torch.save({"format": "trp-train-state", "version": 1, "epoch": 5}, work / "runs" / "resnet56-baseline" / "last.pt")
+    torch.save({"format": "trp-train-state", "version": 1, "epoch": 5}, run_dir / "last.pt")
     sessions = [
         {"device": "NVIDIA H200", "side_by_side": ["resnet56-baseline", "resnet56-trp2-nu"], "from_epoch": 0},
         {"device": "CPU", "side_by_side": ["resnet56-baseline"], "from_epoch": 3},
     ]
     (work / "device-resnet56-baseline.json").write_text(json.dumps({"sessions": sessions}))
     gpu._record_session(work, "resnet56-trp2-nu", "cpu", ["resnet56-baseline", "resnet56-trp2-nu"])
-    gpu._record_session(work, "resnet56-baseline", "cpu", ["resnet56-baseline"])  # starts after the checkpoint's epoch
+    gpu._record_session(work, "resnet56-baseline", "cpu", ["resnet56-baseline"])  # after the checkpoint's epoch
     rows = {row["run"]: row for row in gpu.collect(work)}
     assert set(rows) == {"resnet56-baseline", "resnet56-trp2-nu"}  # runs never started are left out
     baseline = rows["resnet56-baseline"]
     assert baseline["epochs_done"] == 5 and baseline["epochs"] == 30 and baseline["epochs_without_metrics"] == [2, 5]
     assert baseline["last_test_accuracy"] == 0.7
-    assert baseline["gpu_seconds_per_epoch"] == 20.0  # the median of epochs 1 and 3; the CPU epoch is left out
+    assert [(s["first"], s["last"], s["median_epoch_seconds"], s["epochs_logged"]) for s in baseline["sessions"]] == [
+        (1, 3, 20.0, 2), (4, 5, 900.0, 1), (6, 5, None, 0)
+    ]
     assert rows["resnet56-trp2-nu"]["epochs_done"] == 0 and rows["resnet56-trp2-nu"]["summary"] is None
     assert (tmp_path / "results" / "resnet56-baseline" / "metrics.jsonl").exists()
     table = gpu.markdown(list(rows.values()))
     assert (
-        "| NVIDIA H200 × 2 from epoch 0; CPU × 1 from epoch 3; CPU × 1 from epoch 5 | 5 / 30 | 2, 5 | 70.00 % | 20.0 "
-        "|  | not finished |" in table
+        "| NVIDIA H200 × 2: epochs 1-3, 20.0 s/epoch (2 logged); CPU × 1: epochs 4-5, 900.0 s/epoch (1 logged); "
+        "CPU × 1: no epoch | 5 / 30 | 2, 5 | 70.00 % |  | not finished |" in table
     )
-    assert "| CPU × 2 from epoch 0 | 0 / 30 |  |  |  |  | not finished |" in table
+    assert "| CPU × 2: no epoch | 0 / 30 |  |  |  | not finished |" in table
 
 
-def test_gpu_epoch_ranges_are_written_compactly():
+def test_gpu_epochs_done_survives_a_lost_file_and_counts_a_finished_run_whole(tmp_path):
     gpu = load_benchmark("cifar10_gpu")
-    assert gpu._epoch_ranges([2, 3, 4, 9, 11, 12]) == "2-4, 9, 11-12" and gpu._epoch_ranges([]) == ""
+    run_dir = tmp_path / "resnet56-trp2-nu"
+    run_dir.mkdir()
+    assert gpu._epochs_done("resnet56-trp2-nu", run_dir) == 0
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"phase": "train", "epoch": 7}) + "\n")  # no checkpoint
+    assert gpu._epochs_done("resnet56-trp2-nu", run_dir) == 7
+    torch.save({"format": "trp-train-state", "version": 1, "epoch": 9}, run_dir / "last.pt")
+    assert gpu._epochs_done("resnet56-trp2-nu", run_dir) == 9
+    (run_dir / gpu.FINETUNE_STATE).write_bytes(b"")  # training over, the fine-tune under way
+    assert gpu._epochs_done("resnet56-trp2-nu", run_dir) == 30
+    (run_dir / "last.pt").write_bytes(b"truncated")
+    (run_dir / gpu.FINETUNE_STATE).unlink()
+    with pytest.raises(CheckpointError, match=r"cannot read .*last\.pt"):
+        gpu._epochs_done("resnet56-trp2-nu", run_dir)
+
+
+def test_gpu_sessions_skip_epochs_logged_before_any_session():
+    gpu = load_benchmark("cifar10_gpu")
+    sessions = [{"device": "CPU", "side_by_side": ["resnet56-baseline"], "from_epoch": 3}]
+    epochs = [{"phase": "train", "epoch": e, "epoch_seconds": 1.0} for e in (2, 4)]
+    assert gpu._session_rows(sessions, epochs, 4)[0] | {"device": None} == {
+        "device": None, "side_by_side": 1, "first": 4, "last": 4, "median_epoch_seconds": 1.0, "epochs_logged": 1
+    }
+    assert gpu._session_rows([], epochs, 4) == []
+
+
+def test_gpu_threads_must_be_positive(monkeypatch, capsys):
+    gpu = load_benchmark("cifar10_gpu")
+    monkeypatch.setattr(sys, "argv", ["cifar10_gpu.py", "train", "--threads", "0"])
+    with pytest.raises(SystemExit):
+        gpu.main()
+    assert "--threads must be at least 1, not 0" in capsys.readouterr().err
 
 
 def test_gpu_train_stops_every_child_at_the_time_limit_and_reports_the_finished(tmp_path, monkeypatch, capsys):

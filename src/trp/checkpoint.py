@@ -124,7 +124,7 @@ def torch_load_weights(path: Path) -> Any:
             f"{path} holds pickled Python objects ({found.group(1)}), not only tensors, and trp never "
             "unpickles code. Re-save it as a state dict: torch.save(model.state_dict(), path)."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError) as error:  # LookupError: a few stray bytes
         raise CheckpointError(
             f"cannot read {path} as a PyTorch checkpoint: it is truncated, corrupt or another format ({error})."
         ) from None

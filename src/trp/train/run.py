@@ -272,7 +272,7 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         run.epochs(wrapped, optimizer, scheduler, range(completed, last), config.optim.epochs, "train", after_epoch)
     except TrainingDiverged as error:
         if state_path.exists():
-            advice = f"the last good state (epoch {_saved_epoch(metrics_path)}) is kept in {state_path}; lower optim.lr or trp.nuclear_weight in the config and start a new run from it, or --resume to retry"
+            advice = f"the last good state (epoch {_last_logged_epoch(metrics_path)}) is kept in {state_path}; lower optim.lr or trp.nuclear_weight in the config and start a new run from it, or --resume to retry"
         else:
             advice = "no epoch had completed, so nothing was saved; lower optim.lr or trp.nuclear_weight and start again"
         raise TrainingDiverged(f"{error}; {advice}.") from None
@@ -283,7 +283,7 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     return model, elapsed
 
 
-def _saved_epoch(metrics_path: Path) -> int:
+def _last_logged_epoch(metrics_path: Path) -> int:
     lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
     return json.loads(lines[-1])["epoch"] if lines else 0
 
