@@ -4,6 +4,7 @@ time budget.
 
     python benchmarks/cifar10_gpu.py train --minutes 7 [--runs NAME ...] [--device cuda]
         [--threads N] [--data ../shared/data/cifar10-jpeg.tar.gz] [--work DIR]
+    python benchmarks/cifar10_gpu.py sweep [--data ...] [--work DIR]
     python benchmarks/cifar10_gpu.py collect [--work DIR]
 
 ``--data`` is the CIFAR-10 JPEG archive of ``reproduce_cifar10.py``, with its ``.sha256`` beside it;
@@ -25,6 +26,10 @@ copies the small files (per-epoch metrics, projections, the summary of a finishe
 ``sessions.json``: the sessions and the epochs completed) to
 ``benchmarks/results/cifar10-gpu/`` and rewrites the CIFAR10-GPU section of RESULTS.md with how
 far each run got and, for a finished run, its accuracy decomposed with no fine-tuning.
+``sweep`` decomposes every finished run's dense net at the energies of ``reproduce_cifar10.py``
+with no fine-tuning (the paper's Fig. 3): a baseline with both schemes ("basic"), a TRP run with
+its own; the sweeps go to ``benchmarks/results/cifar10-gpu/sweeps/RUN-SCHEME/`` and ``collect``
+adds the most accurate point of each at the issue's speed-ups to its section.
 
 ResNet-56 runs on the 30-epoch schedule, not on the paper's recipe in
 ``configs/cifar10/resnet56-*.toml``: measured on an H200, one TRP+Nu epoch of it takes about
@@ -34,6 +39,7 @@ ResNet-56 runs on the 30-epoch schedule, not on the paper's recipe in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -45,12 +51,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reproduce_cifar10 import prepare_data
+from report_cifar10 import LAYER, TARGET_BY_SCHEME
+from reproduce_cifar10 import SWEEP_ENERGIES, prepare_data
 from results_markdown import replace_section
 
+from trp.criteria import EnergyCriterion
+from trp.data import load_dataset
 from trp.train import TrainConfig, load_train_config
 from trp.train.run import FINETUNE_STATE
 from trp.train.state import saved_epoch
+from trp.train.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "cifar10"
@@ -187,6 +197,52 @@ def train(names: list[str], data_root: Path, work: Path, device: str, minutes: f
         signal.signal(signal.SIGTERM, previous)
 
 
+def sweep(data_root: Path, work: Path) -> None:
+    """Sweep every finished run over SWEEP_ENERGIES with no fine-tuning (see the module
+    docstring); a sweep already in RESULTS is kept."""
+    dataset = None
+    for name in RUNS:
+        run_dir = work / "runs" / name
+        if not (run_dir / "summary.json").exists():
+            continue
+        config = _config(name)
+        decompose = config.decompose_config()
+        for scheme in (decompose.scheme,) if config.trp.enabled else ("channel", "spatial"):
+            out = RESULTS / "sweeps" / f"{name}-{scheme}"
+            if (out / "sweep.json").exists():
+                continue
+            dataset = dataset or load_dataset("imagefolder", data_root)
+            print(f"sweeping {name} ({scheme})", flush=True)
+            run_sweep(
+                [run_dir / "dense.pt"], [f"{name}-{scheme}"], dataset, dataclasses.replace(decompose, scheme=scheme),
+                [EnergyCriterion(energy) for energy in SWEEP_ENERGIES], out, model_name=config.model.name,
+                spectrum_layers=[LAYER],
+            )
+
+
+def sweep_rows(rows: list[dict]) -> list[dict]:
+    """Per committed sweep: the most accurate point at or above its scheme's target speed-up
+    (an energy chosen on the test set), against the dense top-1 of the same model's baseline."""
+    baselines = {row["model"]: row["summary"]["dense"]["accuracy"] for row in rows if row["method"] == "baseline" and row["summary"]}
+    models = {row["run"]: row["model"] for row in rows}
+    found = []
+    for path in sorted((RESULTS / "sweeps").glob("*/sweep.json")):
+        sweep_data = json.loads(path.read_text())
+        label, scheme = path.parent.name, sweep_data["scheme"]
+        run = label.removesuffix(f"-{scheme}")
+        points_below, speedup = TARGET_BY_SCHEME[scheme]
+        points = next(iter(sweep_data["models"].values()))["points"]
+        fast = [point for point in points if point["conv_speedup"] >= speedup]
+        best = max(fast, key=lambda point: point["accuracy"]) if fast else None
+        baseline = baselines.get(models.get(run))
+        found.append({
+            "sweep": label, "scheme": scheme, "min_speedup": speedup, "max_drop": points_below,
+            "best": best and {"energy": best["criterion"]["pruned_energy"], "speedup": best["conv_speedup"], "accuracy": best["accuracy"]},
+            "change": None if best is None or baseline is None else 100 * (best["accuracy"] - baseline),
+        })
+    return found
+
+
 def collect(work: Path) -> list[dict]:
     """Copy each run's small files to RESULTS, with ``sessions.json`` (its sessions and the epochs
     it has completed); one progress row per run that has begun."""
@@ -266,7 +322,7 @@ def _session_text(session: dict) -> str:
     return head + f"epoch{'s' if '-' in epochs else ''} {epochs}, {timing}"
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], sweeps: list[dict]) -> str:
     lines = [
         "## CIFAR-10 on a lent GPU (ResNet-56 on the 30-epoch schedule, ResNet-20 on the paper's 164 epochs)",
         "",
@@ -293,12 +349,31 @@ def markdown(rows: list[dict]) -> str:
             f"| {row['epochs_done']} / {row['epochs']} | {_epoch_ranges(row['epochs_without_metrics'])} "
             f"| {last_logged} | {dense} | {decomposed} | {speedup} |"
         )
+    if sweeps:
+        lines += [
+            "",
+            "Swept with no fine-tuning by `python benchmarks/cifar10_gpu.py sweep` (each finished run's dense net "
+            "decomposed at every energy of `reproduce_cifar10.py`; a baseline with both schemes, \"basic\"): the "
+            "most accurate point at or above the issue's speed-up for the scheme (an energy chosen on the test "
+            "set), against the dense top-1 of the same model's baseline. Curves: `results/cifar10-gpu/sweeps/*/accuracy_vs_speedup.png`.",
+            "",
+            "| sweep | scheme | needed | most accurate point there (e, speed-up) | top-1 | change | allowed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in sweeps:
+            best = row["best"]
+            point = f"e = {best['energy']}, {best['speedup']:.2f}x" if best else "none reaches it"
+            change = "" if row["change"] is None else f"{row['change']:+.2f}"
+            lines.append(
+                f"| {row['sweep']} | {row['scheme']} | ≥ {row['min_speedup']}x | {point} "
+                f"| {_percent(best and best['accuracy'])} | {change} | ≥ -{row['max_drop']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("train", "collect"))
+    parser.add_argument("action", choices=("train", "sweep", "collect"))
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--minutes", type=float, default=60.0, help="time limit for train (default %(default)s)")
     parser.add_argument("--device", default="cuda", help="run.device of every run (default %(default)s)")
@@ -310,11 +385,14 @@ def main() -> None:
         parser.error(f"--threads must be at least 1, not {args.threads}")
     if args.action == "train":
         train(args.runs, prepare_data(args.data, args.work / "cifar10-jpeg"), args.work, args.device, args.minutes, args.threads)
+    elif args.action == "sweep":
+        sweep(prepare_data(args.data, args.work / "cifar10-jpeg"), args.work)
     else:
         rows = collect(args.work)
+        sweeps = sweep_rows(rows)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "progress.json").write_text(json.dumps(rows, indent=2) + "\n")
-        section = markdown(rows)
+        (RESULTS / "progress.json").write_text(json.dumps({"runs": rows, "sweeps": sweeps}, indent=2) + "\n")
+        section = markdown(rows, sweeps)
         replace_section("CIFAR10-GPU", section)
         print(section)
 

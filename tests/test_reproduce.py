@@ -290,7 +290,7 @@ def test_gpu_collect_reports_how_far_each_started_run_got(tmp_path, monkeypatch)
     ]
     assert rows["resnet56-trp2-nu"]["epochs_done"] == 0 and rows["resnet56-trp2-nu"]["summary"] is None
     assert (tmp_path / "results" / "resnet56-baseline" / "metrics.jsonl").exists()
-    table = gpu.markdown(list(rows.values()))
+    table = gpu.markdown(list(rows.values()), [])
     assert (
         "| NVIDIA H200 × 2: epochs 1-3, 20.0 s/epoch (2 logged); CPU × 1: epochs 4-5, 900.0 s/epoch (1 logged); "
         "CPU × 1: no epoch | 5 / 30 | 2, 5 | 70.00 % |  | not finished |" in table
@@ -323,6 +323,56 @@ def test_gpu_sessions_skip_epochs_logged_before_any_session():
         "device": None, "side_by_side": 1, "first": 4, "last": 4, "median_epoch_seconds": 1.0, "epochs_logged": 1
     }
     assert gpu._session_rows([], epochs, 4) == []
+
+
+def test_gpu_sweep_takes_finished_runs_a_baseline_with_both_schemes(tmp_path, monkeypatch):
+    gpu = load_benchmark("cifar10_gpu")
+    monkeypatch.setattr(gpu, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(gpu, "load_dataset", lambda kind, root: "dataset")
+    calls = []
+    monkeypatch.setattr(gpu, "run_sweep", lambda checkpoints, labels, dataset, config, criteria, out, **kwargs: calls.append(
+        (checkpoints[0].parent.name, labels[0], config.scheme, len(criteria), out.name, kwargs["model_name"])
+    ))
+    for name in ("resnet56-baseline", "resnet56-trp2-nu", "resnet56-trp1-nu"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    for name in ("resnet56-baseline", "resnet56-trp2-nu"):  # trp1-nu is not finished
+        (tmp_path / "runs" / name / "summary.json").write_text("{}")
+    (tmp_path / "results" / "sweeps" / "resnet56-baseline-spatial").mkdir(parents=True)
+    (tmp_path / "results" / "sweeps" / "resnet56-baseline-spatial" / "sweep.json").write_text("{}")  # kept
+    gpu.sweep(tmp_path / "data", tmp_path)
+    energies = len(gpu.SWEEP_ENERGIES)
+    assert calls == [
+        ("resnet56-baseline", "resnet56-baseline-channel", "channel", energies, "resnet56-baseline-channel", "resnet56"),
+        ("resnet56-trp2-nu", "resnet56-trp2-nu-spatial", "spatial", energies, "resnet56-trp2-nu-spatial", "resnet56"),
+    ]
+
+
+def test_gpu_sweep_rows_pick_the_most_accurate_point_at_the_target_speedup(tmp_path, monkeypatch):
+    gpu = load_benchmark("cifar10_gpu")
+    monkeypatch.setattr(gpu, "RESULTS", tmp_path)
+
+    def point(energy, speedup, accuracy):
+        return {"criterion": {"kind": "energy", "pruned_energy": energy}, "conv_speedup": speedup, "accuracy": accuracy}
+
+    for label, scheme, points in (
+        ("resnet56-trp1-nu-channel", "channel", [point(0.01, 2.1, 0.88), point(0.02, 2.3, 0.87), point(0.05, 2.9, 0.86)]),
+        ("resnet56-baseline-spatial", "spatial", [point(0.01, 1.2, 0.88)]),
+    ):
+        (tmp_path / "sweeps" / label).mkdir(parents=True)
+        sweep = {"scheme": scheme, "models": {label: {"points": points}}}
+        (tmp_path / "sweeps" / label / "sweep.json").write_text(json.dumps(sweep))
+    runs = [
+        {"run": "resnet56-baseline", "model": "ResNet-56", "method": "baseline", "summary": {"dense": {"accuracy": 0.885}}},
+        {"run": "resnet56-trp1-nu", "model": "ResNet-56", "method": "TRP1+Nu", "summary": None},
+    ]
+    rows = {row["sweep"]: row for row in gpu.sweep_rows(runs)}
+    channel = rows["resnet56-trp1-nu-channel"]
+    assert channel["best"] == {"energy": 0.02, "speedup": 2.3, "accuracy": 0.87}  # 2.1x is too slow, 0.86 less accurate
+    assert channel["change"] == pytest.approx(-1.5) and (channel["min_speedup"], channel["max_drop"]) == (2.2, 1.2)
+    assert rows["resnet56-baseline-spatial"]["best"] is None and rows["resnet56-baseline-spatial"]["change"] is None
+    table = gpu.markdown([], list(rows.values()))
+    assert "| resnet56-trp1-nu-channel | channel | ≥ 2.2x | e = 0.02, 2.30x | 87.00 % | -1.50 | ≥ -1.2 |" in table
+    assert "| resnet56-baseline-spatial | spatial | ≥ 2.8x | none reaches it |  |  | ≥ -1.1 |" in table
 
 
 def test_gpu_threads_must_be_positive(monkeypatch, capsys):
