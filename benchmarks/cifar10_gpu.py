@@ -4,7 +4,7 @@ time budget.
 
     python benchmarks/cifar10_gpu.py train --minutes 7 [--runs NAME ...] [--device cuda]
         [--threads N] [--data ../shared/data/cifar10-jpeg.tar.gz] [--work DIR]
-    python benchmarks/cifar10_gpu.py sweep [--data ...] [--work DIR]
+    python benchmarks/cifar10_gpu.py sweep [--runs NAME ...] [--data ...] [--work DIR]
     python benchmarks/cifar10_gpu.py collect [--work DIR]
 
 ``--data`` is the CIFAR-10 JPEG archive of ``reproduce_cifar10.py``, with its ``.sha256`` beside it;
@@ -197,11 +197,11 @@ def train(names: list[str], data_root: Path, work: Path, device: str, minutes: f
         signal.signal(signal.SIGTERM, previous)
 
 
-def sweep(data_root: Path, work: Path) -> None:
-    """Sweep every finished run over SWEEP_ENERGIES with no fine-tuning (see the module
-    docstring); a sweep already in RESULTS is kept."""
+def sweep(names: list[str], data_root: Path, work: Path) -> None:
+    """Sweep every finished run of ``names`` over SWEEP_ENERGIES with no fine-tuning (see the
+    module docstring); a sweep already in RESULTS is kept."""
     dataset = None
-    for name in RUNS:
+    for name in names:
         run_dir = work / "runs" / name
         if not (run_dir / "summary.json").exists():
             continue
@@ -386,7 +386,7 @@ def main() -> None:
     if args.action == "train":
         train(args.runs, prepare_data(args.data, args.work / "cifar10-jpeg"), args.work, args.device, args.minutes, args.threads)
     elif args.action == "sweep":
-        sweep(prepare_data(args.data, args.work / "cifar10-jpeg"), args.work)
+        sweep(args.runs, prepare_data(args.data, args.work / "cifar10-jpeg"), args.work)
     else:
         rows = collect(args.work)
         sweeps = sweep_rows(rows)

@@ -339,7 +339,7 @@ def test_gpu_sweep_takes_finished_runs_a_baseline_with_both_schemes(tmp_path, mo
         (tmp_path / "runs" / name / "summary.json").write_text("{}")
     (tmp_path / "results" / "sweeps" / "resnet56-baseline-spatial").mkdir(parents=True)
     (tmp_path / "results" / "sweeps" / "resnet56-baseline-spatial" / "sweep.json").write_text("{}")  # kept
-    gpu.sweep(tmp_path / "data", tmp_path)
+    gpu.sweep(list(gpu.RUNS), tmp_path / "data", tmp_path)
     energies = len(gpu.SWEEP_ENERGIES)
     assert calls == [
         ("resnet56-baseline", "resnet56-baseline-channel", "channel", energies, "resnet56-baseline-channel", "resnet56"),
