@@ -316,10 +316,11 @@ def _session_text(session: dict) -> str:
     head = f"{session['device']} × {session['side_by_side']}: "
     if session["last"] < session["first"]:
         return head + "no epoch"
-    epochs = _epoch_ranges(list(range(session["first"], session["last"] + 1)))
+    first, last = session["first"], session["last"]
+    epochs = f"epoch {first}" if first == last else f"epochs {first}-{last}"
     seconds = session["median_epoch_seconds"]
     timing = f"{seconds:.1f} s/epoch ({session['epochs_logged']} logged)" if seconds is not None else "none logged"
-    return head + f"epoch{'s' if '-' in epochs else ''} {epochs}, {timing}"
+    return head + f"{epochs}, {timing}"
 
 
 def markdown(rows: list[dict], sweeps: list[dict]) -> str:
