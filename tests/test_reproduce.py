@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from trp.checkpoint import CheckpointError
+from trp.train import load_train_config
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -71,10 +72,11 @@ def test_shared_archive_checksum_matches():
     assert script.sha256(SHARED) == Path(f"{SHARED}.sha256").read_text().split()[0]
 
 
-def fake_summary(dense: float, decomposed: float, speedup: float, seconds: float = 3600.0, finetuned: float | None = None) -> dict:
-    config = {"optim": {"epochs": 30, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "onecycle", "lr": 0.1,
+def fake_summary(dense: float, decomposed: float, speedup: float, seconds: float = 3600.0, finetuned: float | None = None,
+                 epochs: int = 30, scheme: str = "spatial") -> dict:
+    config = {"optim": {"epochs": epochs, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "onecycle", "lr": 0.1,
                         "warmup_epochs": 1.0},
-              "data": {"batch_size": 128, "crop_padding": 4}, "finetune": {"epochs": 2}}
+              "data": {"batch_size": 128, "crop_padding": 4}, "finetune": {"epochs": 2}, "decompose": {"scheme": scheme}}
     return {"training_seconds": seconds, "config": config, "device": "cpu",
             "dense": {"accuracy": dense, "params": 270_000},
             "decomposed": {"accuracy": decomposed, "conv_speedup": speedup, "params": 120_000,
@@ -179,6 +181,33 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1
 
 
+def test_report_judges_each_schedule_length_against_the_baseline_trained_as_long(tmp_path):
+    report = load_benchmark("report_cifar10")
+    assert report.SCHEDULE_LENGTH_RUNS == {"baseline-60ep": ("baseline", 60), "trp2-nu-e0.01-60ep": ("trp2-nu-e0.01", 60)}
+    root = tmp_path / "cifar10"
+    write(root / "baseline" / "summary.json", fake_summary(0.8700, 0.8600, 1.1))
+    write(root / "trp2-nu-e0.01" / "summary.json", fake_summary(0.8500, 0.8500, 2.87))
+    write(root / "trp2-nu-e0.01-60ep" / "summary.json", fake_summary(0.8810, 0.8800, 2.9, epochs=60))
+    write(root / "trp2-nu-e0.01-60ep" / "metrics.jsonl", json.dumps({"phase": "train", "train_accuracy": 0.9}) + "\n")
+    markdown = tmp_path / "RESULTS.md"
+
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "| baseline | 60 | not finished | | | | | |" in text
+    assert "| TRP2+Nu, e = 0.01 | 60 | 90.00 | 88.10 | 88.00 | 2.90x |  | 1.00 |" in text  # no 60-epoch baseline yet
+    assert "- TRP2+Nu, e = 0.01 on 30 epochs: -2.00 points at 2.87x against the 30-epoch baseline" in text
+    assert "on 60 epochs" not in text
+
+    write(root / "baseline-60ep" / "summary.json", fake_summary(0.8900, 0.8800, 1.1, epochs=60))
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "| baseline | 60 |  | 89.00 |  | 1.00x | +0.00 | 1.00 |" in text
+    assert "| TRP2+Nu, e = 0.01 | 60 | 90.00 | 88.10 | 88.00 | 2.90x | -1.00 | 1.00 |" in text
+    assert ("- TRP2+Nu, e = 0.01 on 60 epochs: -1.00 points at 2.90x against the 60-epoch baseline; the target "
+            "(at most 1.1 below at >= 2.8x) is met.") in text
+    assert "(at most 1.1 below at >= 2.8x) is missed." in text  # the 30-epoch run
+
+
 def test_report_of_nothing_yet_lists_every_run_as_not_finished(tmp_path):
     report = load_benchmark("report_cifar10")
     result = report.write_report(report.Results(tmp_path / "absent"), tmp_path / "RESULTS.md")
@@ -203,7 +232,11 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     finetuned = {method for methods in report.FINETUNES.values() for method in methods}
     assert reported | finetuned <= set(script.METHODS) and finetuned == set(script.FINETUNED)
     for method in script.METHODS:
-        assert (script.REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").is_file(), method
+        assert script.config_of(method)[0].is_file(), method
+    for method, (source, epochs) in report.SCHEDULE_LENGTH_RUNS.items():  # the same config, trained longer
+        path, overrides = script.config_of(method)
+        assert load_train_config(path, overrides).optim.epochs == epochs
+        assert load_train_config(path).to_dict() == report._config(source).to_dict() and epochs != 30
     fitted, plain = report._config("basic-fit-ft-channel").to_dict(), report._config("basic-ft-channel").to_dict()
     assert fitted["decompose"].pop("fit_on_data") == report.CALIBRATION_IMAGES  # as the "basic fitted to data" row
     plain["decompose"].pop("fit_on_data")
