@@ -206,7 +206,7 @@ def test_ddp_two_cpu_processes_agree(tiny_folder, tmp_path):
     weights after training (TRP projections included) and fails otherwise."""
     out = tmp_path / "ddp"
     overrides = tiny_overrides(tiny_folder, out, **{"optim.epochs": 2, "trp.period": 1})
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "trp", "train"] + [arg for override in overrides for arg in ("--set", override)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
