@@ -20,8 +20,9 @@ the table and figures (``report_cifar10.py``). Everything resumes: run the scrip
 again after an interruption and it continues each run from its last completed epoch and
 skips finished work; two invocations with different ``--methods`` may run side by side.
 Checkpoints live in the work directory (default ``~/.cache/trp/reproduce-cifar10``, outside
-git), so a run resumes only on a machine that still has that directory; the small JSON summaries, metrics, projections and sweeps are copied to
-``benchmarks/results/cifar10/`` to be committed. ``--report`` only rewrites the report from
+git), so a run resumes only on a machine that still has that directory; the small JSON
+summaries, metrics, projections and sweeps are copied to ``benchmarks/results/cifar10/`` to be
+committed. ``--report`` only rewrites the report from
 those committed files.
 """
 
