@@ -94,7 +94,9 @@ TARGETS = [(run, scheme, points_below, speedup)
            for run in TRP_NU_RUNS[scheme]]
 # Does the schedule's length explain the missed targets? The baseline and the nearest miss trained
 # on a longer one-cycle schedule (their configs otherwise unchanged): run -> (config's method, epochs).
-SCHEDULE_LENGTH_RUNS = {"baseline-60ep": ("baseline", 60), "trp2-nu-e0.01-60ep": ("trp2-nu-e0.01", 60)}
+SCHEDULE_LENGTH_RUNS = {
+    f"{method}-{epochs}ep": (method, epochs) for method in ("baseline", "trp2-nu-e0.01") for epochs in (15, 60)
+}
 DATA_FIT = "basic-data-channel"  # the baseline decomposed with factors fitted to its responses
 CALIBRATION_IMAGES = 2048  # training images DATA_FIT fits to (plenty for 64 x 64 response moments)
 # Sweep curves per scheme: sweep folder -> legend label.
@@ -370,6 +372,7 @@ def _schedule_length_text(results: Results) -> list[str]:
     groups: dict[str, list[str]] = {}
     for run, (source, _) in SCHEDULE_LENGTH_RUNS.items():
         groups.setdefault(source, [source]).append(run)
+    groups = {source: sorted(group, key=_planned_epochs) for source, group in groups.items()}
     runs = [run for group in groups.values() for run in group]
     summaries = {run: results.summary(run) for run in runs}
     baselines = {_epochs(summary): 100 * summary["dense"]["accuracy"]
@@ -380,8 +383,7 @@ def _schedule_length_text(results: Results) -> list[str]:
         for run in group:
             summary = summaries[run]
             if summary is None:
-                epochs = SCHEDULE_LENGTH_RUNS[run][1] if run in SCHEDULE_LENGTH_RUNS else _config(run).optim.epochs
-                lines.append(f"| {label} | {epochs} | not finished | | | | | |")
+                lines.append(f"| {label} | {_planned_epochs(run)} | not finished | | | | | |")
                 continue
             epochs, trained = _epochs(summary), [r for r in results.jsonl(run, "metrics.jsonl") if r["phase"] == "train"]
             base = baselines.get(epochs)
@@ -408,6 +410,10 @@ def _schedule_length_text(results: Results) -> list[str]:
 
 def _epochs(summary: dict[str, Any]) -> int:
     return summary["config"]["optim"]["epochs"]
+
+
+def _planned_epochs(run: str) -> int:
+    return SCHEDULE_LENGTH_RUNS[run][1] if run in SCHEDULE_LENGTH_RUNS else _config(run).optim.epochs
 
 
 FIT_EPOCHS = (1, 3, 10)  # epochs at which the fit table shows the rank sum (and the last one)
