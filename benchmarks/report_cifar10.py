@@ -400,7 +400,7 @@ def _schedule_length_text(results: Results) -> list[str]:
                                 f"the {epochs}-epoch baseline; the target (at most {points_below} below at >= {least}x) "
                                 f"is {'met' if met else 'missed'}.")
     return ["", "### Schedule length", "",
-            "The same configs trained on a longer one-cycle schedule (`SCHEDULE_LENGTH_RUNS` in "
+            "The same configs trained on shorter and longer one-cycle schedules (`SCHEDULE_LENGTH_RUNS` in "
             "`benchmarks/report_cifar10.py`; nothing else changed, warm-up included), each compared with the baseline "
             "trained as long. Decomposed with no fine-tuning at the config's energy; train top-1 is the last epoch's.", "",
             "| run | epochs | train top-1 | dense top-1 | decomposed top-1 | conv MAC speed-up | "
