@@ -93,7 +93,7 @@ TARGETS = [(run, scheme, points_below, speedup)
            for scheme, (points_below, speedup) in TARGET_BY_SCHEME.items()
            for run in TRP_NU_RUNS[scheme]]
 # Does the schedule's length explain the missed targets? The baseline and the nearest miss trained
-# on a longer one-cycle schedule (their configs otherwise unchanged): run -> (config's method, epochs).
+# on shorter and longer one-cycle schedules (configs otherwise unchanged): run -> (config's method, epochs).
 SCHEDULE_LENGTH_RUNS = {
     f"{method}-{epochs}ep": (method, epochs) for method in ("baseline", "trp2-nu-e0.01") for epochs in (15, 60)
 }

@@ -13,7 +13,7 @@ resnet20-trp{1,2}-nu-e0.01-cpu.toml and resnet20-trp{1,2}-nu-from-baseline-cpu.t
 for better settings (the latter TRP-train our trained baseline for 10 epochs, as the paper does
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
-again on a 60-epoch schedule, ``SCHEDULE_LENGTH_RUNS``), sweeps each trained net over
+again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
 and with the channel scheme also fitted to its responses on training images), then writes
 the table and figures (``report_cifar10.py``). Everything resumes: run the script
@@ -53,7 +53,7 @@ METHODS = (
     "trp1-nu-e0.01", "trp2-nu-e0.01",  # the search: half the energy pruned per projection
     "trp1-nu-from-baseline", "trp2-nu-from-baseline",  # the search: TRP+Nu briefly, from our baseline
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
-    *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on a longer schedule
+    *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths
 )
 # Methods that fine-tune the decomposed baseline: one run per conv-MAC speed-up target, no sweep.
 BASIC_FT_SPEEDUPS = {
