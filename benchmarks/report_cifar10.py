@@ -170,6 +170,10 @@ class Results:
         return self._read(self.root / run / name,
                           lambda text: [json.loads(line) for line in text.splitlines() if line.strip()], [])
 
+    def train_epochs(self, run: str) -> list[dict[str, Any]]:
+        """The per-epoch lines of ``run``'s training phase (not its fine-tune), in order."""
+        return [r for r in self.jsonl(run, "metrics.jsonl") if r["phase"] == "train"]
+
     def finetune_hours(self, run: str) -> float:
         return sum(r["epoch_seconds"] for r in self.jsonl(run, "metrics.jsonl") if r["phase"] == "finetune") / 3600
 
@@ -299,7 +303,7 @@ def draw_figures(results: Results) -> list[Path]:
         if spectra:
             written.append(plot_spectra(spectra, results.root / f"spectra_{scheme}.png",
                                         f"{LAYER} singular values ({scheme} reshape)"))
-    epochs = {name: [(r["epoch"], 100 * r["test_accuracy"]) for r in results.jsonl(run, "metrics.jsonl") if r["phase"] == "train"]
+    epochs = {name: [(r["epoch"], 100 * r["test_accuracy"]) for r in results.train_epochs(run)]
               for run, name in TRAINED.items()}
     if any(epochs.values()):
         written.append(plot_training_curves({name: points for name, points in epochs.items() if points},
@@ -385,7 +389,7 @@ def _schedule_length_text(results: Results) -> list[str]:
             if summary is None:
                 lines.append(f"| {label} | {_planned_epochs(run)} | not finished | | | | | |")
                 continue
-            epochs, trained = _epochs(summary), [r for r in results.jsonl(run, "metrics.jsonl") if r["phase"] == "train"]
+            epochs, trained = _epochs(summary), results.train_epochs(run)
             base = baselines.get(epochs)
             low = summary.get("decomposed") if source != "baseline" else None
             final, speedup = (100 * low["accuracy"], low["conv_speedup"]) if low else (_pct(summary, "dense"), 1.0)
@@ -426,7 +430,7 @@ def _fit_text(results: Results) -> list[str]:
     fast TRP cuts the rank, and where it settles)."""
     lines = []
     for run, label in TRAINED.items():
-        epochs = [r for r in results.jsonl(run, "metrics.jsonl") if r["phase"] == "train"]
+        epochs = results.train_epochs(run)
         if not epochs:
             continue
         last = epochs[-1]

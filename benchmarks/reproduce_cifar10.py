@@ -22,8 +22,7 @@ skips finished work; two invocations with different ``--methods`` may run side b
 Checkpoints live in the work directory (default ``~/.cache/trp/reproduce-cifar10``, outside
 git), so a run resumes only on a machine that still has that directory; the small JSON
 summaries, metrics, projections and sweeps are copied to ``benchmarks/results/cifar10/`` to be
-committed. ``--report`` only rewrites the report from
-those committed files.
+committed. ``--report`` only rewrites the report from those committed files.
 """
 
 from __future__ import annotations
