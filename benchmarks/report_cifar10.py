@@ -78,10 +78,17 @@ def _energy(run: str) -> str:
     return _config(run).decompose.criterion.replace("energy:", "e = ")
 
 
+def _nuclear_weight(run: str) -> str:
+    """The nuclear-norm weight of a run's config, as the table names it ("lambda 0.0017")."""
+    return f"lambda {_config(run).trp.nuclear_weight:g}"
+
+
 # TRP runs per scheme: the paper's settings, then the search (half the energy pruned per
-# projection; TRP+Nu for a few epochs from our trained baseline).
+# projection, with the paper's lambda and with lambda restoring its total push; TRP+Nu for a
+# few epochs from our trained baseline).
 TRP_NU_RUNS = {
     scheme: {f"trp{n}-nu": f"TRP{n}+Nu", f"trp{n}-nu-e0.01": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-e0.01')}",
+             f"trp{n}-nu-lambda": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-lambda')}, {_nuclear_weight(f'trp{n}-nu-lambda')}",
              f"trp{n}-nu-from-baseline": f"TRP{n}+Nu from our baseline, {_energy(f'trp{n}-nu-from-baseline')}"}
     for scheme, n in (("channel", 1), ("spatial", 2))
 }
@@ -560,7 +567,9 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
         "runs train, at their speed-up; *Nu* is the nuclear norm alone "
         "(no projection), decomposed with either scheme; "
         f"the search: *{mild.decompose.criterion.replace('energy:', 'e = ')}* rows prune less energy at each projection "
-        f"than the paper's {trp_nu.decompose.criterion}, aiming nearer its speed-ups; *from our baseline* rows "
+        f"than the paper's {trp_nu.decompose.criterion}, aiming nearer its speed-ups; *{_nuclear_weight('trp2-nu-lambda')}* "
+        f"rows do the same with the nuclear-norm weight raised from {trp_nu.trp.nuclear_weight:g} to restore the "
+        "paper's total push (see the end of this paragraph); *from our baseline* rows "
         f"start TRP+Nu from our trained baseline (the paper's own ImageNet protocol) for {warm.optim.epochs} epochs, "
         f"{warm.optim.schedule} from lr {warm.optim.lr}, at the energy the row names (the smallest of the swept "
         "energies at which repeatedly truncating our baseline, with no training, settles at or above the target's "

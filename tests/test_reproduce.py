@@ -247,6 +247,19 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     assert (long.finetune.epochs, long.finetune.lr, trp.optim.schedule) == (trp.optim.epochs, trp.optim.lr, "cosine")
 
 
+def test_lambda_search_runs_change_only_lambda_and_restore_the_papers_total_push():
+    report = load_benchmark("report_cifar10")
+    paper = load_train_config(report.PAPER_CONFIG)
+    for n in (1, 2):
+        strong, mild = report._config(f"trp{n}-nu-lambda").to_dict(), report._config(f"trp{n}-nu-e0.01").to_dict()
+        ours = report._config(f"trp{n}-nu-lambda")
+        total = ours.trp.nuclear_weight * report.lr_sum(ours.optim)  # sum over steps of lr x lambda, per step of an epoch
+        assert total == pytest.approx(paper.trp.nuclear_weight * report.lr_sum(paper.optim), rel=0.02)  # 0.0017 rounds 0.00173
+        strong["trp"].pop("nuclear_weight"), mild["trp"].pop("nuclear_weight")
+        strong["run"].pop("out_dir"), mild["run"].pop("out_dir")
+        assert strong == mild
+
+
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
 def test_truncation_equilibrium_stops_at_a_fixed_point(scheme):
     equilibrium = load_benchmark("truncation_equilibrium")
