@@ -104,6 +104,23 @@ TARGETS = [(run, scheme, points_below, speedup)
 SCHEDULE_LENGTH_RUNS = {
     f"{method}-{epochs}ep": (method, epochs) for method in ("baseline", "trp2-nu-e0.01") for epochs in (15, 60)
 }
+# How far apart are two trainings that differ only in the seed (initialization, data order and
+# augmentation)? The baseline and the nearest miss again with other seeds: run -> (config's method, seed).
+SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "trp2-nu-e0.01") for seed in (1,)}
+
+
+def variant_of(run: str) -> tuple[str, list[str]]:
+    """The committed config's method a run trains, and the overrides that make it this run (a
+    SCHEDULE_LENGTH_RUNS run changes the epochs, a SEED_RUNS run the seed, any other none)."""
+    if run in SCHEDULE_LENGTH_RUNS:
+        source, epochs = SCHEDULE_LENGTH_RUNS[run]
+        return source, [f"optim.epochs={epochs}"]
+    if run in SEED_RUNS:
+        source, seed = SEED_RUNS[run]
+        return source, [f"run.seed={seed}"]
+    return run, []
+
+
 DATA_FIT = "basic-data-channel"  # the baseline decomposed with factors fitted to its responses
 CALIBRATION_IMAGES = 2048  # training images DATA_FIT fits to (plenty for 64 x 64 response moments)
 # Sweep curves per scheme: sweep folder -> legend label.
@@ -359,6 +376,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
     for check in checks:
         lines.append(_target_line(check))
     lines += _schedule_length_text(results)
+    lines += _seed_text(results)
     lines += _fit_text(results)
     lines += _data_fit_text(results)
     lines += _fig2_text(results)
@@ -376,17 +394,43 @@ def lr_sum(optim: OptimSection, steps_per_epoch: int = 100) -> float:
     return optim.lr * sum(factor(step) for step in range(optim.epochs * steps_per_epoch)) / steps_per_epoch
 
 
-def _schedule_length_text(results: Results) -> list[str]:
-    """SCHEDULE_LENGTH_RUNS beside the same configs on the shared schedule: every net against the
-    baseline trained as long, and each TRP+Nu net judged by its scheme's target against that
-    baseline (does the short schedule cost TRP more than it costs the baseline?)."""
+@dataclass(frozen=True)
+class Variation:
+    """One thing varied over copies of committed configs: ``runs`` maps run -> (config's method,
+    value); ``value_of`` reads the value back from a finished run's summary; ``column`` names it
+    in the table and ``same`` the baseline each net is compared with there; ``against`` says
+    which baseline a net is judged against ("the 60-epoch baseline") and ``on`` how the run
+    differs ("on 60 epochs"), given the value."""
+
+    runs: dict[str, tuple[str, int]]
+    value_of: Callable[[dict[str, Any]], int]
+    column: str
+    same: str
+    on: Callable[[int], str]
+    against: Callable[[int], str]
+
+    def planned(self, run: str) -> int:
+        """The value ``run`` is trained with (for the main runs, their config's)."""
+        return self.runs[run][1] if run in self.runs else self.value_of({"config": _config(run).to_dict()})
+
+
+SCHEDULE_LENGTH = Variation(SCHEDULE_LENGTH_RUNS, lambda summary: summary["config"]["optim"]["epochs"], "epochs",
+                            "the baseline of the same length",
+                            lambda epochs: f"on {epochs} epochs", lambda epochs: f"the {epochs}-epoch baseline")
+SEEDS = Variation(SEED_RUNS, lambda summary: summary["config"]["run"]["seed"], "seed", "the baseline with the same seed",
+                  lambda seed: f"with seed {seed}", lambda seed: f"the baseline with seed {seed}")
+
+
+def _variation_table(results: Results, variation: Variation) -> tuple[list[str], list[str]]:
+    """The table rows and target verdicts of ``variation``: its runs beside the same configs as
+    trained for the main table, every net against the baseline with the same value, and each
+    TRP+Nu net judged by its scheme's target against that baseline."""
     groups: dict[str, list[str]] = {}
-    for run, (source, _) in SCHEDULE_LENGTH_RUNS.items():
+    for run, (source, _) in variation.runs.items():
         groups.setdefault(source, [source]).append(run)
-    groups = {source: sorted(group, key=_planned_epochs) for source, group in groups.items()}
-    runs = [run for group in groups.values() for run in group]
-    summaries = {run: results.summary(run) for run in runs}
-    baselines = {_epochs(summary): 100 * summary["dense"]["accuracy"]
+    groups = {source: sorted(group, key=variation.planned) for source, group in groups.items()}
+    summaries = {run: results.summary(run) for group in groups.values() for run in group}
+    baselines = {variation.value_of(summary): 100 * summary["dense"]["accuracy"]
                  for run in groups.get("baseline", []) if (summary := summaries[run])}
     lines, verdicts = [], []
     for source, group in groups.items():
@@ -394,37 +438,61 @@ def _schedule_length_text(results: Results) -> list[str]:
         for run in group:
             summary = summaries[run]
             if summary is None:
-                lines.append(f"| {label} | {_planned_epochs(run)} | not finished | | | | | |")
+                lines.append(f"| {label} | {variation.planned(run)} | not finished | | | | | |")
                 continue
-            epochs, trained = _epochs(summary), results.train_epochs(run)
-            base = baselines.get(epochs)
-            low = summary.get("decomposed") if source != "baseline" else None
-            final, speedup = (100 * low["accuracy"], low["conv_speedup"]) if low else (_pct(summary, "dense"), 1.0)
+            value, trained = variation.value_of(summary), results.train_epochs(run)
+            base = baselines.get(value)
+            final, speedup, low = _judged(summary, source)
             train_top1 = f"{100 * trained[-1]['train_accuracy']:.2f}" if trained else ""
-            lines.append(f"| {label} | {epochs} | {train_top1} | {_f(_pct(summary, 'dense'))} | "
+            lines.append(f"| {label} | {value} | {train_top1} | {_f(_pct(summary, 'dense'))} | "
                          f"{_f(final) if low else ''} | {_x(speedup)} | {_d(final, base)} | {_f(_hours(summary))} |")
             scheme = summary["config"]["decompose"]["scheme"]
             if low and source in TRP_NU_RUNS[scheme] and base is not None:
                 points_below, least = TARGET_BY_SCHEME[scheme]
                 met = speedup >= least and final >= base - points_below
-                verdicts.append(f"{label} on {epochs} epochs: {final - base:+.2f} points at {speedup:.2f}x against "
-                                f"the {epochs}-epoch baseline; the target (at most {points_below} below at >= {least}x) "
+                verdicts.append(f"{label} {variation.on(value)}: {final - base:+.2f} points at {speedup:.2f}x against "
+                                f"{variation.against(value)}; the target (at most {points_below} below at >= {least}x) "
                                 f"is {'met' if met else 'missed'}.")
+    header = [f"| run | {variation.column} | train top-1 | dense top-1 | decomposed top-1 | conv MAC speed-up | "
+              f"change vs {variation.same} | training h |",
+              "|---|---|---|---|---|---|---|---|"]
+    return header + lines, verdicts
+
+
+def _schedule_length_text(results: Results) -> list[str]:
+    """SCHEDULE_LENGTH_RUNS (does the short schedule cost TRP more than it costs the baseline?)."""
+    table, verdicts = _variation_table(results, SCHEDULE_LENGTH)
     return ["", "### Schedule length", "",
             "The same configs trained on shorter and longer one-cycle schedules (`SCHEDULE_LENGTH_RUNS` in "
             "`benchmarks/report_cifar10.py`; nothing else changed, warm-up included), each compared with the baseline "
             "trained as long. Decomposed with no fine-tuning at the config's energy; train top-1 is the last epoch's.", "",
-            "| run | epochs | train top-1 | dense top-1 | decomposed top-1 | conv MAC speed-up | "
-            "change vs the baseline of the same length | training h |",
-            "|---|---|---|---|---|---|---|---|", *lines, "", *(f"- {verdict}" for verdict in verdicts)]
+            *table, "", *(f"- {verdict}" for verdict in verdicts)]
 
 
-def _epochs(summary: dict[str, Any]) -> int:
-    return summary["config"]["optim"]["epochs"]
+def _seed_text(results: Results) -> list[str]:
+    """SEED_RUNS: how far apart two trainings of one config land, and whether a target's miss
+    holds with another seed."""
+    table, verdicts = _variation_table(results, SEEDS)
+    spreads = []
+    for source in dict.fromkeys(source for source, _ in SEED_RUNS.values()):
+        finals = [_judged(summary, source)[0] for run in (source, *(r for r, (s, _) in SEED_RUNS.items() if s == source))
+                  if (summary := results.summary(run))]
+        if len(finals) > 1:
+            spreads.append(f"{TRAINED[source]}: {len(finals)} seeds, {'decomposed' if source != 'baseline' else 'dense'} "
+                           f"top-1 from {min(finals):.2f} to {max(finals):.2f} % (spread {max(finals) - min(finals):.2f} points).")
+    return ["", "### Seed to seed", "",
+            "The same configs trained again with another seed (`SEED_RUNS` in `benchmarks/report_cifar10.py`: other "
+            "initial weights, data order and augmentation; nothing else changed), each compared with the baseline "
+            "trained with the same seed. Seed 0 is the main table's run.", "",
+            *table, "", *(f"- {line}" for line in spreads + verdicts)]
 
 
-def _planned_epochs(run: str) -> int:
-    return SCHEDULE_LENGTH_RUNS[run][1] if run in SCHEDULE_LENGTH_RUNS else _config(run).optim.epochs
+def _judged(summary: dict[str, Any], source: str) -> tuple[float, float, dict[str, Any] | None]:
+    """A finished run of ``source``'s config as the tables judge it: top-1 (%) and conv-MAC
+    speed-up of its decomposed net (a TRP net) or of its dense net (a baseline), and the
+    decomposed part of its summary (``None`` for a baseline)."""
+    low = summary.get("decomposed") if source != "baseline" else None
+    return (100 * low["accuracy"], low["conv_speedup"], low) if low else (_pct(summary, "dense"), 1.0, None)
 
 
 FIT_EPOCHS = (1, 3, 10)  # epochs at which the fit table shows the rank sum (and the last one)

@@ -13,7 +13,7 @@ resnet20-trp{1,2}-nu-e0.01-cpu.toml, resnet20-trp{1,2}-nu-lambda-cpu.toml and
 resnet20-trp{1,2}-nu-from-baseline-cpu.toml: the search for better settings (the last TRP-train our trained baseline for 10 epochs, as the paper does
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
-again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``), sweeps each trained net over
+again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another seed, ``SEED_RUNS``), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
 and with the channel scheme also fitted to its responses on training images), then writes
 the table and figures (``report_cifar10.py``). Everything resumes: run the script
@@ -42,7 +42,8 @@ from trp.train import load_train_config, run_training
 from trp.train.run import FINETUNE_STATE
 from trp.train.sweep import run_sweep
 
-from report_cifar10 import CALIBRATION_IMAGES, DATA_FIT, LAYER, RESULTS, SCHEDULE_LENGTH_RUNS, write_report
+from report_cifar10 import (CALIBRATION_IMAGES, DATA_FIT, LAYER, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS, variant_of,
+                            write_report)
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -54,6 +55,7 @@ METHODS = (
     "trp1-nu-from-baseline", "trp2-nu-from-baseline",  # the search: TRP+Nu briefly, from our baseline
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths
+    *SEED_RUNS,  # the baseline and the nearest miss with other seeds
 )
 # Methods that fine-tune the decomposed baseline: one run per conv-MAC speed-up target, no sweep.
 BASIC_FT_SPEEDUPS = {
@@ -102,22 +104,21 @@ def runs_of(method: str) -> list[tuple[str, list[str]]]:
 
 
 def config_of(method: str) -> tuple[Path, list[str]]:
-    """The committed config a method trains from, and its overrides (a SCHEDULE_LENGTH_RUNS
-    method trains its source method's config for other epochs)."""
-    source, epochs = SCHEDULE_LENGTH_RUNS.get(method, (method, None))
-    overrides = [] if epochs is None else [f"optim.epochs={epochs}"]
+    """The committed config a method trains from, and its overrides (a SCHEDULE_LENGTH_RUNS or
+    SEED_RUNS method trains its source method's config for other epochs or with another seed)."""
+    source, overrides = variant_of(method)
     return REPO / "configs" / "cifar10" / f"resnet20-{source}-cpu.toml", overrides
 
 
 def train_method(method: str, data_root: Path, work: Path) -> None:
     """Train (or resume, or skip when finished) every run of ``method``; copy its small files."""
-    config_path, schedule = config_of(method)
+    config_path, variant = config_of(method)
     for name, extra in runs_of(method):
         run_dir = work / "runs" / name
         overrides = [
             "data.dataset=imagefolder", f"data.root={json.dumps(str(data_root))}", "data.download=false",
             f"run.out_dir={json.dumps(str(run_dir))}", f"run.progress={str(sys.stderr.isatty()).lower()}",
-            *schedule, *extra,
+            *variant, *extra,
         ]
         if method in FROM_BASELINE:
             baseline = work / "runs" / "baseline" / "dense.pt"
@@ -137,7 +138,7 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
     """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
     norm alone with both schemes, each TRP run with its own."""
-    if method in FINETUNED or method in SCHEDULE_LENGTH_RUNS or method == "trp1-fig2":
+    if method in FINETUNED or method in SCHEDULE_LENGTH_RUNS or method in SEED_RUNS or method == "trp1-fig2":
         return
     dataset = load_dataset("imagefolder", data_root)
     config = load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").decompose_config()

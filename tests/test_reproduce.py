@@ -73,10 +73,11 @@ def test_shared_archive_checksum_matches():
 
 
 def fake_summary(dense: float, decomposed: float, speedup: float, seconds: float = 3600.0, finetuned: float | None = None,
-                 epochs: int = 30, scheme: str = "spatial") -> dict:
+                 epochs: int = 30, scheme: str = "spatial", seed: int = 0) -> dict:
     config = {"optim": {"epochs": epochs, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "onecycle", "lr": 0.1,
                         "warmup_epochs": 1.0},
-              "data": {"batch_size": 128, "crop_padding": 4}, "finetune": {"epochs": 2}, "decompose": {"scheme": scheme}}
+              "data": {"batch_size": 128, "crop_padding": 4}, "finetune": {"epochs": 2}, "decompose": {"scheme": scheme},
+              "run": {"seed": seed}}
     return {"training_seconds": seconds, "config": config, "device": "cpu",
             "dense": {"accuracy": dense, "params": 270_000},
             "decomposed": {"accuracy": decomposed, "conv_speedup": speedup, "params": 120_000,
@@ -209,6 +210,31 @@ def test_report_judges_each_schedule_length_against_the_baseline_trained_as_long
     assert "(at most 1.1 below at >= 2.8x) is missed." in text  # the 30-epoch run
 
 
+def test_report_gives_the_seed_spread_and_judges_each_seed_against_the_baseline_with_that_seed(tmp_path):
+    report = load_benchmark("report_cifar10")
+    assert report.SEED_RUNS["trp2-nu-e0.01-seed1"] == ("trp2-nu-e0.01", 1)
+    root = tmp_path / "cifar10"
+    write(root / "baseline" / "summary.json", fake_summary(0.8700, 0.8600, 1.1))
+    write(root / "trp2-nu-e0.01" / "summary.json", fake_summary(0.8500, 0.8500, 2.87))
+    write(root / "trp2-nu-e0.01-seed1" / "summary.json", fake_summary(0.8620, 0.8610, 2.81, seed=1))
+    markdown = tmp_path / "RESULTS.md"
+
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "| baseline | 1 | not finished | | | | | |" in text
+    assert "| TRP2+Nu, e = 0.01 | 1 |  | 86.20 | 86.10 | 2.81x |  | 1.00 |" in text  # no seed-1 baseline yet
+    assert "- TRP2+Nu, e = 0.01: 2 seeds, decomposed top-1 from 85.00 to 86.10 % (spread 1.10 points)." in text
+    assert "with seed 1" not in text
+
+    write(root / "baseline-seed1" / "summary.json", fake_summary(0.8680, 0.8600, 1.1, seed=1))
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "- baseline: 2 seeds, dense top-1 from 86.80 to 87.00 % (spread 0.20 points)." in text
+    assert ("- TRP2+Nu, e = 0.01 with seed 1: -0.70 points at 2.81x against the baseline with seed 1; the target "
+            "(at most 1.1 below at >= 2.8x) is met.") in text
+    assert "- TRP2+Nu, e = 0.01 with seed 0: -2.00 points at 2.87x against the baseline with seed 0" in text
+
+
 def test_report_of_nothing_yet_lists_every_run_as_not_finished(tmp_path):
     report = load_benchmark("report_cifar10")
     result = report.write_report(report.Results(tmp_path / "absent"), tmp_path / "RESULTS.md")
@@ -238,6 +264,10 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
         path, overrides = script.config_of(method)
         assert load_train_config(path, overrides).optim.epochs == epochs
         assert load_train_config(path).to_dict() == report._config(source).to_dict() and epochs != 30
+    for method, (source, seed) in report.SEED_RUNS.items():  # the same config, another seed
+        path, overrides = script.config_of(method)
+        assert load_train_config(path, overrides).run.seed == seed != report._config(source).run.seed
+        assert load_train_config(path).to_dict() == report._config(source).to_dict()
     fitted, plain = report._config("basic-fit-ft-channel").to_dict(), report._config("basic-ft-channel").to_dict()
     assert fitted["decompose"].pop("fit_on_data") == report.CALIBRATION_IMAGES  # as the "basic fitted to data" row
     plain["decompose"].pop("fit_on_data")
