@@ -83,12 +83,18 @@ def _nuclear_weight(run: str) -> str:
     return f"lambda {_config(run).trp.nuclear_weight:g}"
 
 
+def _period(run: str) -> str:
+    """The projection period of a run's config, as the table names it ("m = 5")."""
+    return f"m = {_config(run).trp.period}"
+
+
 # TRP runs per scheme: the paper's settings, then the search (half the energy pruned per
-# projection, with the paper's lambda and with lambda restoring its total push; TRP+Nu for a
-# few epochs from our trained baseline).
+# projection, with the paper's lambda and with lambda restoring its total push; for TRP2+Nu,
+# gentler projections made more often; TRP+Nu for a few epochs from our trained baseline).
 TRP_NU_RUNS = {
     scheme: {f"trp{n}-nu": f"TRP{n}+Nu", f"trp{n}-nu-e0.01": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-e0.01')}",
              f"trp{n}-nu-lambda": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-lambda')}, {_nuclear_weight(f'trp{n}-nu-lambda')}",
+             **({"trp2-nu-m5": f"TRP2+Nu, {_energy('trp2-nu-m5')}, {_period('trp2-nu-m5')}"} if n == 2 else {}),
              f"trp{n}-nu-from-baseline": f"TRP{n}+Nu from our baseline, {_energy(f'trp{n}-nu-from-baseline')}"}
     for scheme, n in (("channel", 1), ("spatial", 2))
 }

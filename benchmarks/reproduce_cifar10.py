@@ -9,8 +9,9 @@ for all, baseline included; resnet20-basic-ft-{channel,spatial}-cpu.toml: the ba
 decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned,
 resnet20-basic-fit-ft-channel-cpu.toml the same from factors fitted to its responses, and
 resnet20-basic-ft10-spatial-cpu.toml fine-tuned as long as TRP from our baseline trains;
-resnet20-trp{1,2}-nu-e0.01-cpu.toml, resnet20-trp{1,2}-nu-lambda-cpu.toml and
-resnet20-trp{1,2}-nu-from-baseline-cpu.toml: the search for better settings (the last TRP-train our trained baseline for 10 epochs, as the paper does
+resnet20-trp{1,2}-nu-e0.01-cpu.toml, resnet20-trp{1,2}-nu-lambda-cpu.toml,
+resnet20-trp2-nu-m5-cpu.toml and resnet20-trp{1,2}-nu-from-baseline-cpu.toml: the search for
+better settings (the last TRP-train our trained baseline for 10 epochs, as the paper does
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
 again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another seed, ``SEED_RUNS``), sweeps each trained net over
@@ -52,6 +53,7 @@ METHODS = (
     "basic-ft10-spatial",  # basic + a fine-tune as long as TRP from our baseline, at its speed-up
     "trp1-nu-e0.01", "trp2-nu-e0.01",  # the search: half the energy pruned per projection
     "trp1-nu-lambda", "trp2-nu-lambda",  # the search: e = 0.01, lambda restoring the paper's total push
+    "trp2-nu-m5",  # the search: a quarter of the energy pruned, four times as often
     "trp1-nu-from-baseline", "trp2-nu-from-baseline",  # the search: TRP+Nu briefly, from our baseline
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths

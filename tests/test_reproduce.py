@@ -290,6 +290,18 @@ def test_lambda_search_runs_change_only_lambda_and_restore_the_papers_total_push
         assert strong == mild
 
 
+def test_the_period_search_run_prunes_the_same_energy_per_step_in_smaller_cuts():
+    report = load_benchmark("report_cifar10")
+    often, mild = report._config("trp2-nu-m5"), report._config("trp2-nu-e0.01")
+    energy = {config.trp.period: float(config.decompose.criterion.removeprefix("energy:")) for config in (often, mild)}
+    assert often.trp.period < mild.trp.period
+    assert energy[often.trp.period] / often.trp.period == pytest.approx(energy[mild.trp.period] / mild.trp.period)
+    often, mild = often.to_dict(), mild.to_dict()
+    for config in (often, mild):
+        config["trp"].pop("period"), config["decompose"].pop("criterion"), config["run"].pop("out_dir")
+    assert often == mild
+
+
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
 def test_truncation_equilibrium_stops_at_a_fixed_point(scheme):
     equilibrium = load_benchmark("truncation_equilibrium")
