@@ -290,7 +290,7 @@ def test_lambda_search_runs_change_only_lambda_and_restore_the_papers_total_push
         assert strong == mild
 
 
-def test_the_period_search_run_prunes_the_same_energy_per_step_in_smaller_cuts():
+def test_the_period_search_run_bounds_the_same_energy_per_step_in_smaller_cuts():
     report = load_benchmark("report_cifar10")
     often, mild = report._config("trp2-nu-m5"), report._config("trp2-nu-e0.01")
     energy = {config.trp.period: float(config.decompose.criterion.removeprefix("energy:")) for config in (often, mild)}
