@@ -9,6 +9,8 @@ __all__ = [
     "plot_accuracy_vs_speedup", "plot_layer_ranks", "plot_rank_dynamics", "plot_spectra", "plot_training_curves",
 ]
 
+LEGEND_INSIDE_AT_MOST = 6  # more entries than this go beside the axes, where they cannot hide points
+
 
 def _pyplot():
     try:
@@ -19,6 +21,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _distinct_colors(plt, axes, lines: int) -> None:
+    """Give each of ``lines`` lines its own colour: matplotlib's ten repeat from the eleventh
+    line, so past ten the cycle goes on with the lighter shades of the same ten."""
+    if lines > 10:
+        shades = plt.get_cmap("tab20").colors
+        axes.set_prop_cycle(color=[*shades[0::2], *shades[1::2]])
 
 
 def plot_accuracy_vs_speedup(
@@ -35,6 +45,7 @@ def plot_accuracy_vs_speedup(
     the accuracy axis there (collapsed points would squash the rest) and says so."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    _distinct_colors(plt, axes, len(curves) + len(references or {}))
     for label, points in curves.items():
         ordered = sorted(points)
         axes.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", label=label)
@@ -46,7 +57,9 @@ def plot_accuracy_vs_speedup(
         axes.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="dense baseline")
     hidden = sum(p[1] < floor for points in curves.values() for p in points) if floor is not None else 0
     if hidden:
+        shown = [p[0] for points in (*curves.values(), *(references or {}).values()) for p in points if p[1] >= floor]
         axes.set_ylim(bottom=floor)
+        axes.set_xlim(0.9 * min(shown, default=1.0), 1.05 * max(shown, default=2.0))
         axes.text(0.01, 0.01, f"{hidden} point(s) below {floor:.0f} % not shown", transform=axes.transAxes, fontsize=8)
     return _finish(plt, figure, axes, path, title, "conv MAC speed-up (x)", "top-1 accuracy (%)")
 
@@ -84,6 +97,7 @@ def plot_training_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path
     """Test top-1 (%) against epoch, one line per label (``(epoch, accuracy %)`` points)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    _distinct_colors(plt, axes, len(curves))
     for label, points in curves.items():
         axes.plot([p[0] for p in points], [p[1] for p in points], label=label)
     return _finish(plt, figure, axes, path, title, "epoch", "test top-1 (%)")
@@ -106,9 +120,12 @@ def _finish(plt, figure, axes, path: str | Path, title: str, xlabel: str | None,
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3, which=grid)
-    axes.legend()
+    if len(axes.get_legend_handles_labels()[1]) > LEGEND_INSIDE_AT_MOST:  # beside the axes, not over the data
+        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    else:
+        axes.legend()
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
     return path
