@@ -21,6 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any, Callable
 
 import torch
@@ -357,7 +358,9 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
     base = results.summary("baseline")
     lines = ["## CIFAR-10 ResNet-20: the paper's Table 1 beside ours", ""]
     fitted_images = (results.sweep(DATA_FIT) or {}).get("calibration_images", CALIBRATION_IMAGES)
-    lines += _setup_text(base, _report_command(results.root, markdown_path), _shown(results.root), fitted_images)
+    epoch_seconds = [median(r["epoch_seconds"] for r in trained) for run in TRAINED if (trained := results.train_epochs(run))]
+    lines += _setup_text(base, _report_command(results.root, markdown_path), _shown(results.root), fitted_images,
+                         epoch_seconds)
     lines += [
         "| method | scheme | paper top-1 | paper speed-up | paper change | dense top-1 | decomposed top-1 | "
         "change vs our baseline | conv MAC speed-up | params | training h |",
@@ -404,14 +407,14 @@ def lr_sum(optim: OptimSection, steps_per_epoch: int = 100) -> float:
 class Variation:
     """One thing varied over copies of committed configs: ``runs`` maps run -> (config's method,
     value); ``value_of`` reads the value back from a finished run's summary; ``column`` names it
-    in the table and ``same`` the baseline each net is compared with there; ``against`` says
-    which baseline a net is judged against ("the 60-epoch baseline") and ``on`` how the run
-    differs ("on 60 epochs"), given the value."""
+    in the table and ``compared_with`` the baseline each net is compared with there; ``on`` says
+    how the run differs ("on 60 epochs") and ``against`` which baseline a net is judged against
+    ("the 60-epoch baseline"), given the value."""
 
     runs: dict[str, tuple[str, int]]
     value_of: Callable[[dict[str, Any]], int]
     column: str
-    same: str
+    compared_with: str
     on: Callable[[int], str]
     against: Callable[[int], str]
 
@@ -427,22 +430,29 @@ SEEDS = Variation(SEED_RUNS, lambda summary: summary["config"]["run"]["seed"], "
                   lambda seed: f"with seed {seed}", lambda seed: f"the baseline with seed {seed}")
 
 
-def _variation_table(results: Results, variation: Variation) -> tuple[list[str], list[str]]:
-    """The table rows and target verdicts of ``variation``: its runs beside the same configs as
-    trained for the main table, every net against the baseline with the same value, and each
-    TRP+Nu net judged by its scheme's target against that baseline."""
+def _variation_groups(results: Results, variation: Variation) -> dict[str, list[tuple[str, dict[str, Any] | None]]]:
+    """Per config's method that ``variation`` varies: its main-table run and the variation's
+    runs of it, ordered by the value they train with, each with its summary (``None`` until it
+    has finished)."""
     groups: dict[str, list[str]] = {}
     for run, (source, _) in variation.runs.items():
         groups.setdefault(source, [source]).append(run)
-    groups = {source: sorted(group, key=variation.planned) for source, group in groups.items()}
-    summaries = {run: results.summary(run) for group in groups.values() for run in group}
+    return {source: [(run, results.summary(run)) for run in sorted(group, key=variation.planned)]
+            for source, group in groups.items()}
+
+
+def _variation_table(results: Results, variation: Variation) -> tuple[list[str], list[str]]:
+    """The table rows and target verdicts of ``variation``: its runs beside the same configs as
+    trained for the main table, every net against the baseline with the same value, and each
+    TRP+Nu net of the variation judged by its scheme's target against that baseline (the main
+    table's nets are judged under "Targets")."""
+    groups = _variation_groups(results, variation)
     baselines = {variation.value_of(summary): 100 * summary["dense"]["accuracy"]
-                 for run in groups.get("baseline", []) if (summary := summaries[run])}
+                 for _, summary in groups.get("baseline", []) if summary}
     lines, verdicts = [], []
     for source, group in groups.items():
         label = TRAINED[source]
-        for run in group:
-            summary = summaries[run]
+        for run, summary in group:
             if summary is None:
                 lines.append(f"| {label} | {variation.planned(run)} | not finished | | | | | |")
                 continue
@@ -453,14 +463,14 @@ def _variation_table(results: Results, variation: Variation) -> tuple[list[str],
             lines.append(f"| {label} | {value} | {train_top1} | {_f(_pct(summary, 'dense'))} | "
                          f"{_f(final) if low else ''} | {_x(speedup)} | {_d(final, base)} | {_f(_hours(summary))} |")
             scheme = summary["config"]["decompose"]["scheme"]
-            if low and source in TRP_NU_RUNS[scheme] and base is not None:
+            if low and run != source and source in TRP_NU_RUNS[scheme] and base is not None:
                 points_below, least = TARGET_BY_SCHEME[scheme]
                 met = speedup >= least and final >= base - points_below
                 verdicts.append(f"{label} {variation.on(value)}: {final - base:+.2f} points at {speedup:.2f}x against "
                                 f"{variation.against(value)}; the target (at most {points_below} below at >= {least}x) "
                                 f"is {'met' if met else 'missed'}.")
     header = [f"| run | {variation.column} | train top-1 | dense top-1 | decomposed top-1 | conv MAC speed-up | "
-              f"change vs {variation.same} | training h |",
+              f"change vs {variation.compared_with} | training h |",
               "|---|---|---|---|---|---|---|---|"]
     return header + lines, verdicts
 
@@ -476,20 +486,23 @@ def _schedule_length_text(results: Results) -> list[str]:
 
 
 def _seed_text(results: Results) -> list[str]:
-    """SEED_RUNS: how far apart two trainings of one config land, and whether a target's miss
-    holds with another seed."""
+    """SEED_RUNS: how far apart two trainings of one config land (top-1 and, for a TRP net, the
+    speed-up its training pruned to), and whether a target's miss holds with another seed."""
     table, verdicts = _variation_table(results, SEEDS)
     spreads = []
-    for source in dict.fromkeys(source for source, _ in SEED_RUNS.values()):
-        finals = [_judged(summary, source)[0] for run in (source, *(r for r, (s, _) in SEED_RUNS.items() if s == source))
-                  if (summary := results.summary(run))]
-        if len(finals) > 1:
-            spreads.append(f"{TRAINED[source]}: {len(finals)} seeds, {'decomposed' if source != 'baseline' else 'dense'} "
-                           f"top-1 from {min(finals):.2f} to {max(finals):.2f} % (spread {max(finals) - min(finals):.2f} points).")
+    for source, group in _variation_groups(results, SEEDS).items():
+        judged = [_judged(summary, source) for _, summary in group if summary]
+        judged = [(final, speedup) for final, speedup, low in judged if low or source == "baseline"]
+        if len(judged) > 1:
+            finals, speedups = [final for final, _ in judged], [speedup for _, speedup in judged]
+            reach = f", at {min(speedups):.2f}x to {max(speedups):.2f}x" if source != "baseline" else ""
+            spreads.append(f"{TRAINED[source]}: {len(judged)} seeds, {'decomposed' if source != 'baseline' else 'dense'} "
+                           f"top-1 from {min(finals):.2f} to {max(finals):.2f} % (spread {max(finals) - min(finals):.2f} "
+                           f"points){reach}.")
     return ["", "### Seed to seed", "",
             "The same configs trained again with another seed (`SEED_RUNS` in `benchmarks/report_cifar10.py`: other "
             "initial weights, data order and augmentation; nothing else changed), each compared with the baseline "
-            "trained with the same seed. Seed 0 is the main table's run.", "",
+            f"trained with the same seed. The main table's runs have seed {SEEDS.planned('baseline')}.", "",
             *table, "", *(f"- {line}" for line in spreads + verdicts)]
 
 
@@ -596,7 +609,10 @@ def _fig2_text(results: Results) -> list[str]:
             f"{pairs}; {ranks[-1]} at the last projection."]
 
 
-def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitted_images: int) -> list[str]:
+def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitted_images: int,
+                epoch_seconds: list[float]) -> list[str]:
+    """The section's opening paragraphs; ``epoch_seconds`` holds each trained run's median
+    seconds a training epoch (wall-clock, evaluation left out)."""
     trp_nu, mild, warm = _config("trp2-nu"), _config("trp2-nu-e0.01"), _config("trp2-nu-from-baseline")
     paper = load_train_config(PAPER_CONFIG)
     ours_sum, paper_sum = lr_sum(trp_nu.optim), lr_sum(paper.optim)
@@ -624,8 +640,12 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
             f"Decomposed top-1 is with no fine-tuning, at energy {CONFIG_ENERGY} unless the row names another "
             "(basic rows: the first swept energy that reaches the paper's speed-up); conv MAC "
             "speed-up counts every conv layer (the FC layer is not decomposed). Trained on "
-            f"{base['device']} (this project's 2-core machine, two runs side by side), so training hours are "
-            "wall-clock there.",
+            f"{base['device']}, on this project's 2-core machines with two or three runs side by side. Training hours "
+            "are wall-clock there, and the machines and their load differed from session to session"
+            + (f" (median seconds a training epoch, per run: {min(epoch_seconds):.0f} to {max(epoch_seconds):.0f})"
+               if epoch_seconds else "")
+            + ", so they do not measure TRP's cost between rows: `benchmarks/trp_overhead.py` does, with the "
+            "methods timed side by side.",
             "",
         ]
     lines += [
@@ -644,9 +664,10 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
         f"than the paper's {trp_nu.decompose.criterion}, aiming nearer its speed-ups; *{_nuclear_weight('trp2-nu-lambda')}* "
         f"rows do the same with the nuclear-norm weight raised from {trp_nu.trp.nuclear_weight:g} to restore the "
         "paper's total push (see the end of this paragraph); "
-        f"*{_period('trp2-nu-m5')}* projects {trp_nu.trp.period // _config('trp2-nu-m5').trp.period}x as often "
-        f"as the paper's m = {trp_nu.trp.period}, each time at {_energy('trp2-nu-m5')} (the energy per step of the "
-        f"{mild.decompose.criterion.replace('energy:', 'e = ')} rows), so that each projection takes back a smaller move off the low-rank set; *from our baseline* rows "
+        f"*{_period('trp2-nu-m5')}* projects {trp_nu.trp.period / _config('trp2-nu-m5').trp.period:g}x as often "
+        f"as the paper's m = {trp_nu.trp.period}, each time at {_energy('trp2-nu-m5')} (e/m as in the "
+        f"{mild.decompose.criterion.replace('energy:', 'e = ')} rows), so that each projection takes back a smaller "
+        "move off the low-rank set; *from our baseline* rows "
         f"start TRP+Nu from our trained baseline (the paper's own ImageNet protocol) for {warm.optim.epochs} epochs, "
         f"{warm.optim.schedule} from lr {warm.optim.lr}, at the energy the row names (the smallest of the swept "
         "energies at which repeatedly truncating our baseline, with no training, settles at or above the target's "

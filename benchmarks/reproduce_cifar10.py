@@ -139,8 +139,8 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
 
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
     """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
-    norm alone with both schemes, each TRP run with its own."""
-    if method in FINETUNED or method in SCHEDULE_LENGTH_RUNS or method in SEED_RUNS or method == "trp1-fig2":
+    norm alone with both schemes, each TRP run with its own (variants of a main run are not swept)."""
+    if method in FINETUNED or variant_of(method)[1] or method == "trp1-fig2":
         return
     dataset = load_dataset("imagefolder", data_root)
     config = load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").decompose_config()
