@@ -31,7 +31,7 @@ def test_twelve_curves_get_twelve_colours_and_a_legend_beside_the_axes(tmp_path,
 
 
 def test_the_speed_up_axis_spans_the_shown_points_not_the_collapsed_ones(tmp_path, saved_figures):
-    curves = {"kept": [(1.0, 90.0), (3.0, 85.0), (12.0, 10.0)], "paper": []}
+    curves = {"kept": [(1.0, 90.0), (3.0, 85.0), (12.0, 10.0)], "not run yet": []}
     plot_accuracy_vs_speedup(curves, tmp_path / "fig3.png", "t", references={"ref": [(4.0, 88.0)]}, floor=75)
     axes, = saved_figures[0].axes
     low, high = axes.get_xlim()

@@ -55,9 +55,10 @@ def plot_accuracy_vs_speedup(
                   markerfacecolor="none", label=label)
     if baseline is not None:
         axes.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="dense baseline")
-    hidden = sum(p[1] < floor for points in curves.values() for p in points) if floor is not None else 0
+    every_line = (*curves.values(), *(references or {}).values())
+    hidden = sum(p[1] < floor for points in every_line for p in points) if floor is not None else 0
     if hidden:
-        shown = [p[0] for points in (*curves.values(), *(references or {}).values()) for p in points if p[1] >= floor]
+        shown = [p[0] for points in every_line for p in points if p[1] >= floor]
         axes.set_ylim(bottom=floor)
         axes.set_xlim(0.9 * min(shown, default=1.0), 1.05 * max(shown, default=2.0))
         axes.text(0.01, 0.01, f"{hidden} point(s) below {floor:.0f} % not shown", transform=axes.transAxes, fontsize=8)
