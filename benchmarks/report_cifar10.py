@@ -89,13 +89,14 @@ def _period(run: str) -> str:
     return f"m = {_config(run).trp.period}"
 
 
+PERIOD_RUNS = ("trp2-nu-m5", "trp2-nu-m5-e0.0075")  # TRP2+Nu projecting every 5 steps: e/m of e = 0.01, then aimed at 2.8x
 # TRP runs per scheme: the paper's settings, then the search (half the energy pruned per
 # projection, with the paper's lambda and with lambda restoring its total push; for TRP2+Nu,
 # gentler projections made more often; TRP+Nu for a few epochs from our trained baseline).
 TRP_NU_RUNS = {
     scheme: {f"trp{n}-nu": f"TRP{n}+Nu", f"trp{n}-nu-e0.01": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-e0.01')}",
              f"trp{n}-nu-lambda": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-lambda')}, {_nuclear_weight(f'trp{n}-nu-lambda')}",
-             **({"trp2-nu-m5": f"TRP2+Nu, {_energy('trp2-nu-m5')}, {_period('trp2-nu-m5')}"} if n == 2 else {}),
+             **({run: f"TRP2+Nu, {_energy(run)}, {_period(run)}" for run in PERIOD_RUNS} if n == 2 else {}),
              f"trp{n}-nu-from-baseline": f"TRP{n}+Nu from our baseline, {_energy(f'trp{n}-nu-from-baseline')}"}
     for scheme, n in (("channel", 1), ("spatial", 2))
 }
@@ -664,10 +665,11 @@ def _setup_text(base: dict[str, Any] | None, command: str, shown_root: str, fitt
         f"than the paper's {trp_nu.decompose.criterion}, aiming nearer its speed-ups; *{_nuclear_weight('trp2-nu-lambda')}* "
         f"rows do the same with the nuclear-norm weight raised from {trp_nu.trp.nuclear_weight:g} to restore the "
         "paper's total push (see the end of this paragraph); "
-        f"*{_period('trp2-nu-m5')}* projects {trp_nu.trp.period / _config('trp2-nu-m5').trp.period:g}x as often "
-        f"as the paper's m = {trp_nu.trp.period}, each time at {_energy('trp2-nu-m5')} (e/m as in the "
-        f"{mild.decompose.criterion.replace('energy:', 'e = ')} rows), so that each projection takes back a smaller "
-        "move off the low-rank set; *from our baseline* rows "
+        f"*{_period('trp2-nu-m5')}* rows project {trp_nu.trp.period / _config('trp2-nu-m5').trp.period:g}x as often "
+        f"as the paper's m = {trp_nu.trp.period}, so that each projection takes back a smaller move off the low-rank "
+        f"set, first at {_energy('trp2-nu-m5')} (e/m as in the {mild.decompose.criterion.replace('energy:', 'e = ')} "
+        f"rows), then at {_energy('trp2-nu-m5-e0.0075')}, an energy guessed to bring m = 5 near the spatial target's "
+        "speed-up (`configs/cifar10/resnet20-trp2-nu-m5-e0.0075-cpu.toml` says how); *from our baseline* rows "
         f"start TRP+Nu from our trained baseline (the paper's own ImageNet protocol) for {warm.optim.epochs} epochs, "
         f"{warm.optim.schedule} from lr {warm.optim.lr}, at the energy the row names (the smallest of the swept "
         "energies at which repeatedly truncating our baseline, with no training, settles at or above the target's "

@@ -297,10 +297,13 @@ def test_the_period_search_run_bounds_the_same_energy_per_step_in_smaller_cuts()
     energy = {config.trp.period: float(config.decompose.criterion.removeprefix("energy:")) for config in (often, mild)}
     assert often.trp.period < mild.trp.period
     assert energy[often.trp.period] / often.trp.period == pytest.approx(energy[mild.trp.period] / mild.trp.period)
-    often, mild = often.to_dict(), mild.to_dict()
-    for config in (often, mild):
+    aimed = report._config("trp2-nu-m5-e0.0075")  # the same period, only the energy raised
+    assert set(report.PERIOD_RUNS) == {"trp2-nu-m5", "trp2-nu-m5-e0.0075"} and aimed.trp.period == often.trp.period
+    assert float(aimed.decompose.criterion.removeprefix("energy:")) > energy[often.trp.period]
+    often, mild, aimed = often.to_dict(), mild.to_dict(), aimed.to_dict()
+    for config in (often, mild, aimed):
         config["trp"].pop("period"), config["decompose"].pop("criterion"), config["run"].pop("out_dir")
-    assert often == mild
+    assert often == mild == aimed
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
