@@ -89,7 +89,8 @@ def _period(run: str) -> str:
     return f"m = {_config(run).trp.period}"
 
 
-PERIOD_RUNS = ("trp2-nu-m5", "trp2-nu-m5-e0.0075")  # TRP2+Nu projecting every 5 steps: e/m of e = 0.01, then aimed at 2.8x
+# TRP2+Nu projecting every 5 steps: at the e/m of the e = 0.01 run, then at an energy aimed at 2.8x.
+PERIOD_RUNS = ("trp2-nu-m5", "trp2-nu-m5-e0.0075")
 # TRP runs per scheme: the paper's settings, then the search (half the energy pruned per
 # projection, with the paper's lambda and with lambda restoring its total push; for TRP2+Nu,
 # gentler projections made more often; TRP+Nu for a few epochs from our trained baseline).
