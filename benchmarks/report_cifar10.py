@@ -443,12 +443,13 @@ def _variation_groups(results: Results, variation: Variation) -> dict[str, list[
             for source, group in groups.items()}
 
 
-def _variation_table(results: Results, variation: Variation) -> tuple[list[str], list[str]]:
-    """The table rows and target verdicts of ``variation``: its runs beside the same configs as
-    trained for the main table, every net against the baseline with the same value, and each
-    TRP+Nu net of the variation judged by its scheme's target against that baseline (the main
-    table's nets are judged under "Targets")."""
-    groups = _variation_groups(results, variation)
+def _variation_table(results: Results, variation: Variation,
+                     groups: dict[str, list[tuple[str, dict[str, Any] | None]]]) -> tuple[list[str], list[str]]:
+    """The table rows and target verdicts of ``variation`` (``groups``: its
+    :func:`_variation_groups`): its runs beside the same configs as trained for the main table,
+    every net against the baseline with the same value, and each TRP+Nu net of the variation
+    judged by its scheme's target against that baseline (the main table's nets are judged under
+    "Targets")."""
     baselines = {variation.value_of(summary): 100 * summary["dense"]["accuracy"]
                  for _, summary in groups.get("baseline", []) if summary}
     lines, verdicts = [], []
@@ -479,7 +480,7 @@ def _variation_table(results: Results, variation: Variation) -> tuple[list[str],
 
 def _schedule_length_text(results: Results) -> list[str]:
     """SCHEDULE_LENGTH_RUNS (does the short schedule cost TRP more than it costs the baseline?)."""
-    table, verdicts = _variation_table(results, SCHEDULE_LENGTH)
+    table, verdicts = _variation_table(results, SCHEDULE_LENGTH, _variation_groups(results, SCHEDULE_LENGTH))
     return ["", "### Schedule length", "",
             "The same configs trained on shorter and longer one-cycle schedules (`SCHEDULE_LENGTH_RUNS` in "
             "`benchmarks/report_cifar10.py`; nothing else changed, warm-up included), each compared with the baseline "
@@ -490,9 +491,10 @@ def _schedule_length_text(results: Results) -> list[str]:
 def _seed_text(results: Results) -> list[str]:
     """SEED_RUNS: how far apart two trainings of one config land (top-1 and, for a TRP net, the
     speed-up its training pruned to), and whether a target's miss holds with another seed."""
-    table, verdicts = _variation_table(results, SEEDS)
+    groups = _variation_groups(results, SEEDS)
+    table, verdicts = _variation_table(results, SEEDS, groups)
     spreads = []
-    for source, group in _variation_groups(results, SEEDS).items():
+    for source, group in groups.items():
         judged = [_judged(summary, source) for _, summary in group if summary]
         judged = [(final, speedup) for final, speedup, low in judged if low or source == "baseline"]
         if len(judged) > 1:
