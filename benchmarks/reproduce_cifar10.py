@@ -10,7 +10,8 @@ decomposed at three conv-MAC speed-ups per scheme and briefly fine-tuned,
 resnet20-basic-fit-ft-channel-cpu.toml the same from factors fitted to its responses, and
 resnet20-basic-ft10-spatial-cpu.toml fine-tuned as long as TRP from our baseline trains;
 resnet20-trp{1,2}-nu-e0.01-cpu.toml, resnet20-trp{1,2}-nu-lambda-cpu.toml,
-resnet20-trp2-nu-m5{,-e0.0075}-cpu.toml and resnet20-trp{1,2}-nu-from-baseline-cpu.toml: the search for
+resnet20-trp2-nu-m5{,-e0.0075}-cpu.toml, resnet20-{trp1-nu,trp2-nu-e0.01}-dense-stem-cpu.toml,
+resnet20-trp{1,2}-nu-authors-code-cpu.toml and resnet20-trp{1,2}-nu-from-baseline-cpu.toml: the search for
 better settings (the last TRP-train our trained baseline for 10 epochs, as the paper does
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
@@ -43,7 +44,7 @@ from trp.train import load_train_config, run_training
 from trp.train.run import FINETUNE_STATE
 from trp.train.sweep import run_sweep
 
-from report_cifar10 import (CALIBRATION_IMAGES, DATA_FIT, LAYER, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS,
+from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS,
                             variant_of, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,8 @@ METHODS = (
     "trp1-nu-e0.01", "trp2-nu-e0.01",  # the search: half the energy pruned per projection
     "trp1-nu-lambda", "trp2-nu-lambda",  # the search: e = 0.01, lambda restoring the paper's total push
     *PERIOD_RUNS,  # the search: projections four times as often (e/m as e = 0.01, then aimed at 2.8x)
+    *DENSE_STEM_RUNS.values(),  # the search: the stem conv left dense, as in the authors' code
+    *AUTHORS_CODE_RUNS.values(),  # the paper's settings as the authors' code trains them
     "trp1-nu-from-baseline", "trp2-nu-from-baseline",  # the search: TRP+Nu briefly, from our baseline
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths

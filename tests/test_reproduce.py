@@ -82,6 +82,7 @@ def fake_summary(dense: float, decomposed: float, speedup: float, seconds: float
             "dense": {"accuracy": dense, "params": 270_000},
             "decomposed": {"accuracy": decomposed, "conv_speedup": speedup, "params": 120_000,
                            "criterion": {"kind": "energy", "pruned_energy": 0.02}},
+            "ranks": {"conv1": 5, "layer1.0.conv1": 8},
             "finetuned": None if finetuned is None else {"accuracy": finetuned, "params": 120_000}}
 
 
@@ -179,6 +180,9 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     # per-layer response errors at the data-fitted row's point (e = 0.12, the first >= 1.41x)
     assert "Means over the 2 layers: 0.250, 0.150 and 0.300; the last layer's error in the net: 0.500." in text
     assert "| conv1 | 5 | 0.300 | 0.100 | 0.100 |" in text
+    # the authors' count leaves conv1 dense and counts layer1.0.conv1 at rank 8 (spatial: 8 * 3 * (16 + 16)
+    # MACs a pixel for 16 * 16 * 9): 40,550,400 / (40,550,400 - (2,304 - 768) * 1,024) = 1.04
+    assert "| TRP2+Nu | spatial | 2.90x | 1.04x | 2.84x |" in text
     report.write_report(report.Results(root), markdown)  # rewriting replaces the section
     assert markdown.read_text().count("<!-- CIFAR10:BEGIN -->") == 1
 
@@ -304,6 +308,43 @@ def test_the_period_search_run_bounds_the_same_energy_per_step_in_smaller_cuts()
     for config in (often, mild, aimed):
         config["trp"].pop("period"), config["decompose"].pop("criterion"), config["run"].pop("out_dir")
     assert often == mild == aimed
+
+
+def test_the_dense_stem_and_authors_code_runs_change_only_what_they_name():
+    report = load_benchmark("report_cifar10")
+    for scheme, run in report.DENSE_STEM_RUNS.items():
+        source = run.removesuffix("-dense-stem")
+        dense_stem, original = report._config(run).to_dict(), report._config(source).to_dict()
+        assert dense_stem["decompose"]["scheme"] == scheme
+        assert dense_stem["decompose"].pop("exclude") == ["conv1"] and original["decompose"].pop("exclude") == []
+        dense_stem["run"].pop("out_dir"), original["run"].pop("out_dir")
+        assert dense_stem == original, run
+    for scheme, run in report.AUTHORS_CODE_RUNS.items():  # the paper's settings, the stem dense, Nu at projections
+        authors, paper = report._config(run).to_dict(), report._config(run.removesuffix("-authors-code")).to_dict()
+        assert authors["decompose"]["scheme"] == scheme
+        assert authors["trp"].pop("nuclear_every") == authors["trp"]["period"] and paper["trp"].pop("nuclear_every") == 1
+        assert authors["decompose"].pop("exclude") == ["conv1"] and paper["decompose"].pop("exclude") == []
+        authors["run"].pop("out_dir"), paper["run"].pop("out_dir")
+        assert authors == paper, run
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_authors_count_keeps_the_stem_and_strided_convs_dense(scheme):
+    report = load_benchmark("report_cifar10")
+    counted = report.authors_count_layers(report.create_model("resnet20"))
+    assert len(counted) == 16 and not counted & {"conv1", "layer2.0.conv1", "layer3.0.conv1"}
+    # Hand count per 32x32 image. Dense: the stem 16*3*9*32*32, six 16->16 convs at 32x32, one
+    # strided 16->32 and five 32->32 at 16x16, one strided 32->64 and five 64->64 at 8x8.
+    dense = 16 * 3 * 9 * 1024 + 6 * 16 * 16 * 9 * 1024 + 2 * (32 * 16 * 9 * 256) + 10 * 32 * 32 * 9 * 256
+    assert dense == 40_550_400
+    rank = 4  # every layer, the stem and strided ones included (those must stay dense in the count)
+    ranks = {name: rank for name, module in report.create_model("resnet20").named_modules()
+             if isinstance(module, torch.nn.Conv2d)}
+    def factorized(c: int, n: int) -> int:  # per output pixel, a stride-1 3x3 conv c -> n at rank r
+        return rank * c * 9 + n * rank if scheme == "channel" else rank * c * 3 + n * rank * 3
+    kept_dense = 16 * 3 * 9 * 1024 + 32 * 16 * 9 * 256 + 64 * 32 * 9 * 64
+    low = kept_dense + 6 * factorized(16, 16) * 1024 + 5 * factorized(32, 32) * 256 + 5 * factorized(64, 64) * 64
+    assert report.authors_count_speedup(ranks, scheme) == pytest.approx(dense / low)
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
