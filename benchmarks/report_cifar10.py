@@ -557,7 +557,8 @@ def _fit_text(results: Results) -> list[str]:
             "training batches during the epoch). Rank sum: the ranks its config's criterion keeps, summed over "
             f"its conv layers, after epochs {', '.join(map(str, FIT_EPOCHS))} and the last (a baseline or Nu run is "
             "scored at the same criterion, with no projection; a run from our baseline starts from its weights, so "
-            "its early epochs are not comparable with a run from scratch).", "",
+            "its early epochs are not comparable with a run from scratch; a run with the stem dense leaves it out of "
+            "both sums).", "",
             "| run | scheme | train top-1 | test top-1 (dense) | gap | rank sum after epoch N (N: sum) | full-rank sum |",
             "|---|---|---|---|---|---|---|", *lines]
 
