@@ -44,8 +44,8 @@ from trp.train import load_train_config, run_training
 from trp.train.run import FINETUNE_STATE
 from trp.train.sweep import run_sweep
 
-from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS,
-                            variant_of, write_report)
+from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER, PERIOD_RUNS,
+                            RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS, variant_of, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
