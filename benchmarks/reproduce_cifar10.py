@@ -15,7 +15,9 @@ resnet20-trp{1,2}-nu-authors-code-cpu.toml and resnet20-trp{1,2}-nu-from-baselin
 better settings (the last TRP-train our trained baseline for 10 epochs, as the paper does
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
-again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another seed, ``SEED_RUNS``), sweeps each trained net over
+again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another seed, ``SEED_RUNS``;
+the baseline and TRP2+Nu on the paper's own 164-epoch schedule from resnet20-{baseline,trp2-nu}.toml,
+``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
 and with the channel scheme also fitted to its responses on training images), then writes
 the table and figures (``report_cifar10.py``). Everything resumes: run the script
@@ -24,7 +26,8 @@ skips finished work; two invocations with different ``--methods`` may run side b
 Checkpoints live in the work directory (default ``~/.cache/trp/reproduce-cifar10``, outside
 git), so a run resumes only on a machine that still has that directory; the small JSON
 summaries, metrics, projections and sweeps are copied to ``benchmarks/results/cifar10/`` to be
-committed. ``--report`` only rewrites the report from those committed files.
+committed. ``--report`` only rewrites the report from those committed files; ``--collect``
+first copies the small files of runs that have not finished (a long run's progress so far).
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ from trp.train import load_train_config, run_training
 from trp.train.run import FINETUNE_STATE
 from trp.train.sweep import run_sweep
 
-from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER, PERIOD_RUNS,
-                            RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS, variant_of, write_report)
+from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER,
+                            PAPER_SCHEDULE_RUNS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS, variant_of,
+                            write_report)
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "cifar10"
 METHODS = (
     "baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial",
     "basic-fit-ft-channel",  # basic + fine-tune from factors fitted to the baseline's responses
@@ -61,6 +66,7 @@ METHODS = (
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths
     *SEED_RUNS,  # the baseline and the nearest miss with other seeds
+    *PAPER_SCHEDULE_RUNS,  # the baseline and TRP2+Nu on the paper's 164 epochs (about 4.6 h each, two side by side)
 )
 # Methods that fine-tune the decomposed baseline: one run per conv-MAC speed-up target, no sweep.
 BASIC_FT_SPEEDUPS = {
@@ -110,9 +116,12 @@ def runs_of(method: str) -> list[tuple[str, list[str]]]:
 
 def config_of(method: str) -> tuple[Path, list[str]]:
     """The committed config a method trains from, and its overrides (a SCHEDULE_LENGTH_RUNS or
-    SEED_RUNS method trains its source method's config for other epochs or with another seed)."""
+    SEED_RUNS method trains its source method's config for other epochs or with another seed; a
+    PAPER_SCHEDULE_RUNS method trains the paper's config, in channels_last for speed)."""
+    if method in PAPER_SCHEDULE_RUNS:
+        return CONFIGS / f"resnet20-{PAPER_SCHEDULE_RUNS[method]}.toml", ["run.channels_last=true"]
     source, overrides = variant_of(method)
-    return REPO / "configs" / "cifar10" / f"resnet20-{source}-cpu.toml", overrides
+    return CONFIGS / f"resnet20-{source}-cpu.toml", overrides
 
 
 def train_method(method: str, data_root: Path, work: Path) -> None:
@@ -133,20 +142,35 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
         if not (run_dir / "summary.json").exists():
             in_progress = (run_dir / "last.pt").exists() or (run_dir / FINETUNE_STATE).exists()
             run_training(load_train_config(config_path, overrides), resume=in_progress)
-        target = RESULTS / name
-        target.mkdir(parents=True, exist_ok=True)
-        for file in ("summary.json", "metrics.jsonl", "projections.jsonl"):
-            if (run_dir / file).exists():
-                shutil.copyfile(run_dir / file, target / file)
+        copy_small_files(name, run_dir)
+
+
+def copy_small_files(name: str, run_dir: Path) -> None:
+    """Copy a run's summary, per-epoch metrics and projections (those it has so far) to be committed."""
+    target = RESULTS / name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in ("summary.json", "metrics.jsonl", "projections.jsonl"):
+        if (run_dir / file).exists():
+            shutil.copyfile(run_dir / file, target / file)
+
+
+def collect_unfinished(work: Path) -> None:
+    """Copy the small files of every run that has started and not finished, so a long run's
+    progress so far can be committed and reported while it trains or after it was stopped."""
+    for method in METHODS:
+        for name, _ in runs_of(method):
+            run_dir = work / "runs" / name
+            if (run_dir / "metrics.jsonl").exists() and not (run_dir / "summary.json").exists():
+                copy_small_files(name, run_dir)
 
 
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
     """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
     norm alone with both schemes, each TRP run with its own (variants of a main run are not swept)."""
-    if method in FINETUNED or variant_of(method)[1] or method == "trp1-fig2":
+    if method in FINETUNED or variant_of(method)[1] or method in ("trp1-fig2", *PAPER_SCHEDULE_RUNS):
         return
     dataset = load_dataset("imagefolder", data_root)
-    config = load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{method}-cpu.toml").decompose_config()
+    config = load_train_config(CONFIGS / f"resnet20-{method}-cpu.toml").decompose_config()
     schemes = ("channel", "spatial") if method in ("baseline", "nu") else (config.scheme,)
     sweeps = [({"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method), scheme, 0) for scheme in schemes]
     if method == "baseline":
@@ -169,8 +193,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "trp" / "reproduce-cifar10")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the committed results")
+    parser.add_argument("--collect", action="store_true",
+                        help="copy the small files of unfinished runs from the work directory, then rewrite the report")
     args = parser.parse_args()
-    if not args.report:
+    if args.collect:
+        collect_unfinished(args.work)
+    elif not args.report:
         data_root = prepare_data(args.data, args.work / "cifar10-jpeg")
         for method in args.methods:
             print(f"== {method}", flush=True)

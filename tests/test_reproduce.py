@@ -265,6 +265,10 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     assert reported | finetuned <= set(script.METHODS) and finetuned == set(script.FINETUNED)
     for method in script.METHODS:
         assert script.config_of(method)[0].is_file(), method
+    for method, source in report.PAPER_SCHEDULE_RUNS.items():  # the paper's config, only laid out for speed
+        varied, paper = load_train_config(*script.config_of(method)).to_dict(), report._paper_config(source).to_dict()
+        assert varied["run"].pop("channels_last") and not paper["run"].pop("channels_last")
+        assert varied == paper
     variants = [(method, source, ("optim", "epochs"), epochs)  # the same config, trained shorter or longer
                 for method, (source, epochs) in report.SCHEDULE_LENGTH_RUNS.items()]
     variants += [(method, source, ("run", "seed"), seed)  # the same config, another seed
@@ -324,6 +328,48 @@ def test_the_dense_stem_and_authors_code_runs_change_only_what_they_name(runs, s
             assert (varied[section].pop(key), source[section].pop(key)) == (value, original), (run, key)
         varied["run"].pop("out_dir"), source["run"].pop("out_dir")
         assert varied == source, run  # nothing else changed
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+@pytest.mark.parametrize("energy", [0.3, 1e-4])  # low ranks, and ranks so high that factors cost more than dense
+def test_speedup_at_ranks_matches_what_decomposing_at_those_ranks_gives(scheme, energy):
+    report = load_benchmark("report_cifar10")
+    from trp import DecomposeConfig, EnergyCriterion, decompose_
+
+    torch.manual_seed(0)
+    model = report.create_model("resnet20")
+    decomposed = decompose_(model, DecomposeConfig(scheme=scheme, criterion=EnergyCriterion(energy), decompose_linear=False),
+                            example_input=torch.zeros(1, 3, 32, 32))
+    ranks = {layer.name: layer.rank for layer in decomposed.layers if layer.is_conv}
+    assert len(ranks) == 19 and (energy > 0.1) == all(layer.decomposed for layer in decomposed.layers if layer.is_conv)
+    assert report.speedup_at_ranks(ranks, scheme) == pytest.approx(decomposed.conv_speedup)
+
+
+def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_when_finished(tmp_path):
+    report = load_benchmark("report_cifar10")
+    assert report.PAPER_SCHEDULE_RUNS == {"baseline-paper": "baseline", "trp2-nu-paper": "trp2-nu"}
+    root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
+    ranks = {name: 4 for name, module in report.create_model("resnet20").named_modules()
+             if isinstance(module, torch.nn.Conv2d)}
+
+    def epochs(accuracies: list[float]) -> str:
+        return "".join(json.dumps({"phase": "train", "epoch": n, "lr": 0.1, "train_accuracy": a + 0.05,
+                                   "test_accuracy": a, "epoch_seconds": 100.0, "ranks": ranks}) + "\n"
+                       for n, a in enumerate(accuracies, 1))
+
+    write(root / "baseline-paper" / "metrics.jsonl", epochs([0.50, 0.60, 0.70]))
+    write(root / "trp2-nu-paper" / "metrics.jsonl", epochs([0.45, 0.58]))
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "Trained so far: the baseline 3 of 164 epochs, TRP2+Nu 2." in text
+    assert "| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | 76 | " in text
+    assert "| 3 | 0.1 |" not in text and "Finished:" not in text  # TRP2+Nu has no third epoch yet
+
+    write(root / "baseline-paper" / "summary.json", fake_summary(0.9100, 0.5, 1.1, epochs=164))
+    write(root / "trp2-nu-paper" / "summary.json", fake_summary(0.9000, 0.9010, 2.85, epochs=164))
+    report.write_report(report.Results(root), markdown)
+    assert ("- Finished: the baseline 91.00 %; TRP2+Nu decomposed with no fine-tuning 90.10 % at 2.85x, -0.90 points "
+            "(the paper: -1.12 at 2.84x); the target (at most 1.1 below at >= 2.8x) is met.") in markdown.read_text()
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
@@ -527,6 +573,19 @@ def test_gpu_train_stops_every_child_at_the_time_limit_and_reports_the_finished(
     assert "resnet56-trp1-nu: exited with 0" in out and "resnet56-baseline: stopped before finishing" in out
     assert "started resnet56-baseline (3 CPU threads)" in out
     assert json.loads((tmp_path / "device-resnet56-baseline.json").read_text())["sessions"][0]["from_epoch"] == 0
+
+
+def test_collect_copies_the_progress_of_unfinished_runs_only(tmp_path, monkeypatch):
+    script = load_script()
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results")
+    work = tmp_path / "work"
+    write(work / "runs" / "trp2-nu-paper" / "metrics.jsonl", '{"epoch": 1}\n')
+    write(work / "runs" / "trp2-nu-paper" / "last.pt", "a checkpoint stays in the work directory")
+    write(work / "runs" / "baseline-paper" / "metrics.jsonl", '{"epoch": 164}\n')
+    write(work / "runs" / "baseline-paper" / "summary.json", "{}")  # finished: train_method copied it
+    script.collect_unfinished(work)
+    assert sorted(p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*.*")) == [
+        "trp2-nu-paper/metrics.jsonl"]
 
 
 def test_prepare_data_names_a_missing_checksum_file(tmp_path):
