@@ -58,7 +58,7 @@ from results_markdown import replace_section
 from trp.criteria import EnergyCriterion
 from trp.data import load_dataset
 from trp.train import TrainConfig, load_train_config
-from trp.train.run import FINETUNE_STATE
+from trp.train.run import FINETUNE_STATE, has_saved_state
 from trp.train.state import saved_epoch
 from trp.train.sweep import run_sweep
 
@@ -97,7 +97,7 @@ def _command(name: str, data_root: Path, work: Path, device: str) -> list[str]:
     ]
     command = [sys.executable, "-m", "trp", "train", "--config", str(CONFIGS / run.config), "--device", device, "--no-progress"]
     command += [part for override in overrides for part in ("--set", override)]
-    if (run_dir / "last.pt").exists() or (run_dir / FINETUNE_STATE).exists():
+    if has_saved_state(run_dir):
         command.append("--resume")
     return command
 

@@ -44,7 +44,7 @@ from trp.criteria import EnergyCriterion
 from trp.data import load_dataset
 from trp.data.download import extract_tar
 from trp.train import load_train_config, run_training
-from trp.train.run import FINETUNE_STATE
+from trp.train.run import has_saved_state
 from trp.train.sweep import run_sweep
 
 from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER,
@@ -140,8 +140,7 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
                 raise SystemExit(f"{method} starts from the trained baseline, and {baseline} does not exist yet: run the baseline first.")
             overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
         if not (run_dir / "summary.json").exists():
-            in_progress = (run_dir / "last.pt").exists() or (run_dir / FINETUNE_STATE).exists()
-            run_training(load_train_config(config_path, overrides), resume=in_progress)
+            run_training(load_train_config(config_path, overrides), resume=has_saved_state(run_dir))
         copy_small_files(name, run_dir)
 
 

@@ -211,10 +211,16 @@ def _truncate_projections(path: Path, steps: int) -> None:
     path.write_text("".join(json.dumps(record) + "\n" for record in records if record["step"] <= steps))
 
 
+def has_saved_state(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds the state of a started run (its training's or its fine-tune's),
+    which ``resume=True`` continues."""
+    return (out_dir / "last.pt").exists() or (out_dir / FINETUNE_STATE).exists()
+
+
 def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     config, runtime = run.config, run.runtime
     state_path, metrics_path = run.out / "last.pt", run.out / "metrics.jsonl"
-    in_progress = state_path.exists() or (run.out / FINETUNE_STATE).exists()
+    in_progress = has_saved_state(run.out)
     if (run.out / "summary.json").exists():
         raise ValueError(f"{run.out} already holds a finished run (summary.json), so there is nothing to resume and "
                          "nothing was overwritten: choose another run.out_dir.")
