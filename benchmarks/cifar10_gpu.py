@@ -51,7 +51,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from report_cifar10 import LAYER, TARGET_BY_SCHEME
+from report_cifar10 import CONFIGS, LAYER, TARGET_BY_SCHEME
 from reproduce_cifar10 import SWEEP_ENERGIES, prepare_data
 from results_markdown import replace_section
 
@@ -63,7 +63,6 @@ from trp.train.state import saved_epoch
 from trp.train.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs" / "cifar10"
 RESULTS = Path(__file__).parent / "results" / "cifar10-gpu"
 SMALL_FILES = ("summary.json", "metrics.jsonl", "projections.jsonl")
 

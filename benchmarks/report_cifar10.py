@@ -41,7 +41,8 @@ from results_markdown import RESULTS_MD, replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "cifar10"
-PAPER_CONFIG = REPO / "configs" / "cifar10" / "resnet20-trp2-nu.toml"  # the paper's 164-epoch recipe
+CONFIGS = REPO / "configs" / "cifar10"
+PAPER_CONFIG = CONFIGS / "resnet20-trp2-nu.toml"  # the paper's 164-epoch recipe
 SPECTRUM_ENERGY = 0.02  # the paper's e on CIFAR-10, for the ranks in the spectra table
 LAYER = "layer3.0.conv2"  # the paper's Fig. 2 layer res3-1-2 (64 -> 64, 3x3, 8x8 maps); also the spectra
 CONFIG_ENERGY = 0.02  # the configs' decomposition criterion (the paper's e for CIFAR-10)
@@ -73,13 +74,18 @@ PAPER_FIG2 = {"paper (TRP1, e = 0.05)": [(2, 59), (10, 35), (20, 22), (25, 17)]}
 FIG2_RUN = "trp1-fig2"  # our run under the paper's Fig. 2 conditions
 
 
+def config_path(method: str, paper_schedule: bool = False) -> Path:
+    """The committed config of ``method``: on our 30-epoch CPU schedule, or on the paper's own."""
+    return CONFIGS / f"resnet20-{method}{'' if paper_schedule else '-cpu'}.toml"
+
+
 def _config(name: str):
-    return load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{name}-cpu.toml")
+    return load_train_config(config_path(name))
 
 
 def _paper_config(name: str):
     """A method's config on the paper's own 164-epoch schedule."""
-    return load_train_config(REPO / "configs" / "cifar10" / f"resnet20-{name}.toml")
+    return load_train_config(config_path(name, paper_schedule=True))
 
 
 def _energy(run: str) -> str:
@@ -555,14 +561,14 @@ def _paper_schedule_text(results: Results) -> list[str]:
                     f"{speedup_at_ranks(t['ranks'], scheme):.2f}x |")
     seconds = [median(r["epoch_seconds"] for r in epochs_done) for epochs_done in (base, trp)]
     lines = ["", "### The paper's schedule (164 epochs)", "",
-             f"The baseline and {TRAINED[trp_method]} from the paper's configs unchanged "
+             f"The baseline and {TRAINED[trp_method]} from the paper's configs, unchanged but for `channels_last` "
              f"(`configs/cifar10/resnet20-{{{base_method},{trp_method}}}.toml`, `PAPER_SCHEDULE_RUNS` in "
-             f"`benchmarks/report_cifar10.py`: {epochs} epochs, lr {config.optim.lr:g} divided by 10 at epochs "
+             f"`benchmarks/report_cifar10.py`: {epochs} epochs, lr {config.optim.lr:g} divided by 10 after epochs "
              f"{' and '.join(str(m) for m in config.optim.milestones)}, weight decay {config.optim.weight_decay:g}, "
              f"e = {config.decompose.criterion.removeprefix('energy:')}, m = {config.trp.period}, "
-             f"lambda = {config.trp.nuclear_weight:g}), trained side by side on this project's 2-core CPU at a median "
-             f"{seconds[0]:.0f} s (baseline) and {seconds[1]:.0f} s ({TRAINED[trp_method]}) a training epoch, over "
-             "several sessions, each resuming from the last completed epoch. "
+             f"lambda = {config.trp.nuclear_weight:g}), at a median {seconds[0]:.0f} s (baseline) and "
+             f"{seconds[1]:.0f} s ({TRAINED[trp_method]}) a training epoch; a run that is stopped resumes from its "
+             "last completed epoch. "
              f"Trained so far: the baseline {len(base)} of {epochs} epochs, {TRAINED[trp_method]} {len(trp)}. "
              "Top-1 is of each net's dense weights at the end of the epoch (for TRP the last projection is at most "
              f"{config.trp.period - 1} steps back, so this is not yet the decomposed net); train top-1 is measured on "
@@ -570,7 +576,8 @@ def _paper_schedule_text(results: Results) -> list[str]:
              "epoch, summed over the conv layers, and the conv-MAC speed-up that decomposing at those ranks gives "
              "(`speedup_at_ranks`, which reproduces every finished run's figure).", "",
              f"| epoch | lr | baseline train top-1 | baseline test top-1 | {TRAINED[trp_method]} train top-1 | "
-             f"{TRAINED[trp_method]} test top-1 | difference | rank sum | speed-up at those ranks |",
+             f"{TRAINED[trp_method]} test top-1 | test top-1, {TRAINED[trp_method]} - baseline | rank sum | "
+             "speed-up at those ranks |",
              "|---|---|---|---|---|---|---|---|---|", *rows]
     base_summary, trp_summary = results.summary(base_run), results.summary(trp_run)
     if base_summary and trp_summary and trp_summary.get("decomposed"):
@@ -677,10 +684,9 @@ def speedup_at_ranks(ranks: dict[str, int], scheme: str, layers: set[str] | None
     apply_plan_(model, RankPlan([PlanEntry(name, scheme, rank) for name, rank in ranks.items()
                                  if layers is None or name in layers]))
     factorized = dict.fromkeys(dense, 0)
-    for layer in count_macs(model, example).layers:  # a factor conv is named under the conv it replaced
+    for layer in count_macs(model, example).layers:  # factors are named "<the conv they replace>.first" / ".second"
         if layer.kind == "conv":
-            factorized[max((name for name in dense if layer.name == name or layer.name.startswith(f"{name}.")),
-                           key=len)] += layer.macs
+            factorized[layer.name if layer.name in dense else layer.name.rsplit(".", 1)[0]] += layer.macs
     counted = {name: min(macs, dense[name]) if skip_unprofitable else macs for name, macs in factorized.items()}
     return sum(dense.values()) / sum(counted.values())
 

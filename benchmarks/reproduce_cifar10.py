@@ -48,11 +48,10 @@ from trp.train.run import has_saved_state
 from trp.train.sweep import run_sweep
 
 from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER,
-                            PAPER_SCHEDULE_RUNS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS, variant_of,
-                            write_report)
+                            PAPER_SCHEDULE_RUNS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS, config_path,
+                            variant_of, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs" / "cifar10"
 METHODS = (
     "baseline", "nu", "trp1", "trp1-nu", "trp2", "trp2-nu", "basic-ft-channel", "basic-ft-spatial",
     "basic-fit-ft-channel",  # basic + fine-tune from factors fitted to the baseline's responses
@@ -66,7 +65,7 @@ METHODS = (
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths
     *SEED_RUNS,  # the baseline and the nearest miss with other seeds
-    *PAPER_SCHEDULE_RUNS,  # the baseline and TRP2+Nu on the paper's 164 epochs (about 4.6 h each, two side by side)
+    *PAPER_SCHEDULE_RUNS,  # the baseline and TRP2+Nu on the paper's 164 epochs (about 5 hours each on two cores)
 )
 # Methods that fine-tune the decomposed baseline: one run per conv-MAC speed-up target, no sweep.
 BASIC_FT_SPEEDUPS = {
@@ -119,9 +118,9 @@ def config_of(method: str) -> tuple[Path, list[str]]:
     SEED_RUNS method trains its source method's config for other epochs or with another seed; a
     PAPER_SCHEDULE_RUNS method trains the paper's config, in channels_last for speed)."""
     if method in PAPER_SCHEDULE_RUNS:
-        return CONFIGS / f"resnet20-{PAPER_SCHEDULE_RUNS[method]}.toml", ["run.channels_last=true"]
+        return config_path(PAPER_SCHEDULE_RUNS[method], paper_schedule=True), ["run.channels_last=true"]
     source, overrides = variant_of(method)
-    return CONFIGS / f"resnet20-{source}-cpu.toml", overrides
+    return config_path(source), overrides
 
 
 def train_method(method: str, data_root: Path, work: Path) -> None:
@@ -145,12 +144,16 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
 
 
 def copy_small_files(name: str, run_dir: Path) -> None:
-    """Copy a run's summary, per-epoch metrics and projections (those it has so far) to be committed."""
+    """Copy a run's summary, per-epoch metrics and projections (those it has so far) to be
+    committed; of a log that the run may be appending to, only the complete lines."""
     target = RESULTS / name
     target.mkdir(parents=True, exist_ok=True)
-    for file in ("summary.json", "metrics.jsonl", "projections.jsonl"):
+    if (run_dir / "summary.json").exists():
+        shutil.copyfile(run_dir / "summary.json", target / "summary.json")
+    for file in ("metrics.jsonl", "projections.jsonl"):
         if (run_dir / file).exists():
-            shutil.copyfile(run_dir / file, target / file)
+            text = (run_dir / file).read_text()
+            (target / file).write_text(text[:text.rfind("\n") + 1])
 
 
 def collect_unfinished(work: Path) -> None:
@@ -169,7 +172,7 @@ def sweep_method(method: str, data_root: Path, work: Path) -> None:
     if method in FINETUNED or variant_of(method)[1] or method in ("trp1-fig2", *PAPER_SCHEDULE_RUNS):
         return
     dataset = load_dataset("imagefolder", data_root)
-    config = load_train_config(CONFIGS / f"resnet20-{method}-cpu.toml").decompose_config()
+    config = load_train_config(config_path(method)).decompose_config()
     schemes = ("channel", "spatial") if method in ("baseline", "nu") else (config.scheme,)
     sweeps = [({"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method), scheme, 0) for scheme in schemes]
     if method == "baseline":
@@ -193,7 +196,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the committed results")
     parser.add_argument("--collect", action="store_true",
-                        help="copy the small files of unfinished runs from the work directory, then rewrite the report")
+                        help="copy the small files of every unfinished run in the work directory (whatever "
+                             "--methods says), then rewrite the report")
     args = parser.parse_args()
     if args.collect:
         collect_unfinished(args.work)
