@@ -371,7 +371,8 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
     report.write_report(report.Results(root), markdown)
     text = markdown.read_text()
     assert "Trained so far: the baseline 3 of 164 epochs, TRP2+Nu 2." in text
-    assert f"| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | 76 | {report.speedup_at_ranks(ranks, 'spatial'):.2f}x |" in text
+    assert (f"| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | -3.50 | 76 | "  # -3.50: the mean of -5 and -2
+            f"{report.speedup_at_ranks(ranks, 'spatial'):.2f}x | {report.authors_count_speedup(ranks, 'spatial'):.2f}x |") in text
     assert "| 3 | 0.1 |" not in text and "Finished:" not in text  # TRP2+Nu has no third epoch yet
 
     write(root / "baseline-paper" / "summary.json", fake_summary(0.9100, 0.5, 1.1, epochs=164))
