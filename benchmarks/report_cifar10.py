@@ -139,7 +139,7 @@ SCHEDULE_LENGTH_RUNS = {
 # augmentation)? The baseline and the nearest miss again with other seeds: run -> (config's method, seed).
 SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "trp2-nu-e0.01") for seed in (1,)}
 # Does the paper's own schedule close the gap? The baseline and TRP2+Nu from the paper's configs,
-# unchanged (164 epochs, lr / 10 at epochs 82 and 122, weight decay 1e-4; channels_last only
+# unchanged (164 epochs, lr / 10 after epochs 82 and 122, weight decay 1e-4; channels_last only
 # speeds up the CPU): run -> the method of configs/cifar10/resnet20-METHOD.toml.
 PAPER_SCHEDULE_RUNS = {"baseline-paper": "baseline", "trp2-nu-paper": "trp2-nu"}
 
@@ -554,6 +554,7 @@ def _paper_schedule_text(results: Results) -> list[str]:
     scheme, epochs = config.decompose.scheme, config.optim.epochs
     common = min(len(base), len(trp))
     rows = []
+
     def difference(first: int, last: int) -> float:  # test top-1, TRP minus baseline, mean over those epochs
         return 100 * mean(trp[k - 1]["test_accuracy"] - base[k - 1]["test_accuracy"] for k in range(first, last + 1))
 

@@ -125,7 +125,7 @@ def config_of(method: str) -> tuple[Path, list[str]]:
 
 def train_method(method: str, data_root: Path, work: Path) -> None:
     """Train (or resume, or skip when finished) every run of ``method``; copy its small files."""
-    config_path, variant = config_of(method)
+    config_file, variant = config_of(method)
     for name, extra in runs_of(method):
         run_dir = work / "runs" / name
         overrides = [
@@ -139,7 +139,7 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
                 raise SystemExit(f"{method} starts from the trained baseline, and {baseline} does not exist yet: run the baseline first.")
             overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
         if not (run_dir / "summary.json").exists():
-            run_training(load_train_config(config_path, overrides), resume=has_saved_state(run_dir))
+            run_training(load_train_config(config_file, overrides), resume=has_saved_state(run_dir))
         copy_small_files(name, run_dir)
 
 
