@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -52,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from report_cifar10 import CONFIGS, LAYER, TARGET_BY_SCHEME
-from reproduce_cifar10 import SWEEP_ENERGIES, prepare_data
+from reproduce_cifar10 import SWEEP_ENERGIES, copy_small_files, prepare_data
 from results_markdown import replace_section
 
 from trp.criteria import EnergyCriterion
@@ -64,7 +63,6 @@ from trp.train.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "cifar10-gpu"
-SMALL_FILES = ("summary.json", "metrics.jsonl", "projections.jsonl")
 
 
 @dataclass(frozen=True)
@@ -253,9 +251,7 @@ def collect(work: Path) -> list[dict]:
             sessions = json.loads((work / f"device-{name}.json").read_text())["sessions"]
             progress = {"sessions": sessions, "epochs_done": _epochs_done(name, run_dir)}
             (target / "sessions.json").write_text(json.dumps(progress, indent=2) + "\n")
-            for file in SMALL_FILES:
-                if (run_dir / file).exists():
-                    shutil.copyfile(run_dir / file, target / file)
+            copy_small_files(run_dir, target)
         if (target / "sessions.json").exists():
             rows.append(progress_row(name, run, target))
     return rows

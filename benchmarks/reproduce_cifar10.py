@@ -140,13 +140,12 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
             overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
         if not (run_dir / "summary.json").exists():
             run_training(load_train_config(config_file, overrides), resume=has_saved_state(run_dir))
-        copy_small_files(name, run_dir)
+        copy_small_files(run_dir, RESULTS / name)
 
 
-def copy_small_files(name: str, run_dir: Path) -> None:
-    """Copy a run's summary, per-epoch metrics and projections (those it has so far) to be
-    committed; of a log that the run may be appending to, only the complete lines."""
-    target = RESULTS / name
+def copy_small_files(run_dir: Path, target: Path) -> None:
+    """Copy a run's summary, per-epoch metrics and projections (those it has so far) to
+    ``target``, to be committed; of a log that the run may be appending to, only the complete lines."""
     target.mkdir(parents=True, exist_ok=True)
     if (run_dir / "summary.json").exists():
         shutil.copyfile(run_dir / "summary.json", target / "summary.json")
@@ -163,7 +162,7 @@ def collect_unfinished(work: Path) -> None:
         for name, _ in runs_of(method):
             run_dir = work / "runs" / name
             if (run_dir / "metrics.jsonl").exists() and not (run_dir / "summary.json").exists():
-                copy_small_files(name, run_dir)
+                copy_small_files(run_dir, RESULTS / name)
 
 
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
