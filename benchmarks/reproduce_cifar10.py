@@ -19,7 +19,8 @@ again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another 
 the baseline and TRP2+Nu on the paper's own 164-epoch schedule from resnet20-{baseline,trp2-nu}.toml,
 ``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores), sweeps each trained net over
 energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
-and with the channel scheme also fitted to its responses on training images), then writes
+and with the channel scheme also fitted to its responses on training images; the paper-schedule
+pair with TRP2+Nu's scheme only, ``PAPER_SCHEDULE_SWEEPS``), then writes
 the table and figures (``report_cifar10.py``). Everything resumes: run the script
 again after an interruption and it continues each run from its last completed epoch and
 skips finished work; two invocations with different ``--methods`` may run side by side.
@@ -48,8 +49,8 @@ from trp.train.run import has_saved_state
 from trp.train.sweep import run_sweep
 
 from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER,
-                            PAPER_SCHEDULE_RUNS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS, SEED_RUNS, config_path,
-                            variant_of, write_report)
+                            PAPER_SCHEDULE_RUNS, PAPER_SCHEDULE_SWEEPS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS,
+                            SEED_RUNS, config_path, variant_of, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -167,13 +168,19 @@ def collect_unfinished(work: Path) -> None:
 
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
     """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
-    norm alone with both schemes, each TRP run with its own (variants of a main run are not swept)."""
-    if method in FINETUNED or variant_of(method)[1] or method in ("trp1-fig2", *PAPER_SCHEDULE_RUNS):
+    norm alone with both schemes, each TRP run with its own, the paper-schedule runs with TRP2+Nu's
+    scheme (PAPER_SCHEDULE_SWEEPS; variants of a main run are not swept)."""
+    if method in FINETUNED or variant_of(method)[1] or method == "trp1-fig2":
         return
     dataset = load_dataset("imagefolder", data_root)
-    config = load_train_config(config_path(method)).decompose_config()
-    schemes = ("channel", "spatial") if method in ("baseline", "nu") else (config.scheme,)
-    sweeps = [({"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method), scheme, 0) for scheme in schemes]
+    config = load_train_config(config_of(method)[0]).decompose_config()
+    if method in PAPER_SCHEDULE_SWEEPS:
+        label, scheme = PAPER_SCHEDULE_SWEEPS[method]
+        sweeps = [(label, scheme, 0)]
+    else:
+        schemes = ("channel", "spatial") if method in ("baseline", "nu") else (config.scheme,)
+        sweeps = [({"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method), scheme, 0)
+                  for scheme in schemes]
     if method == "baseline":
         sweeps.append((DATA_FIT, "channel", CALIBRATION_IMAGES))
     for label, scheme, calibration_images in sweeps:

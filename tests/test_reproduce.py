@@ -382,6 +382,21 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
         assert (f"- Finished: the baseline 91.00 %; TRP2+Nu decomposed with no fine-tuning {100 * decomposed:.2f} % at "
                 f"{speedup:.2f}x, {100 * decomposed - 91:+.2f} points (the paper: -1.12 at 2.84x); the target (at most "
                 f"1.1 below at >= 2.8x) is {verdict}.") in markdown.read_text()
+    assert "Swept over the energy" not in markdown.read_text()  # not swept yet
+
+    # TRP2+Nu decomposed at 2.75x by its own criterion: 2.85x is its most accurate fast point; basic's first
+    # point at 2.75x or more is the 3.0x one.
+    write(root / "sweeps" / "basic-spatial-paper" / "sweep.json",
+          fake_sweep("basic-spatial-paper", [(0.01, 2.0, 0.88), (0.05, 3.0, 0.60), (0.1, 4.0, 0.30)], report.LAYER))
+    for accuracy, verdict in ((0.8990, "met"), (0.8989, "missed")):
+        write(root / "sweeps" / "trp2-nu-paper" / "sweep.json", fake_sweep(
+            "trp2-nu-paper", [(0.001, 2.5, 0.91), (0.01, 2.85, accuracy), (0.02, 3.5, 0.85)], report.LAYER))
+        result = report.write_report(report.Results(root), markdown)
+        assert (f"TRP2+Nu's most accurate point at >= 2.8x is {100 * accuracy:.2f} % at 2.85x (e = 0.01, "
+                f"{100 * accuracy - 91:+.2f} points), so with an energy chosen on the test set the target is {verdict}; "
+                "the baseline decomposed with no TRP (basic) at TRP2+Nu's own speed-up or just above: 60.00 % at "
+                "3.00x (e = 0.05, -31.00 points).") in markdown.read_text()
+        assert "fig3_spatial_paper_schedule.png" in result["figures"]
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
@@ -513,6 +528,20 @@ def test_gpu_sessions_skip_epochs_logged_before_any_session():
         "device": None, "side_by_side": 1, "first": 4, "last": 4, "median_epoch_seconds": 1.0, "epochs_logged": 1
     }
     assert gpu._session_rows([], epochs, 4) == []
+
+
+def test_paper_schedule_runs_are_swept_with_trp2_nus_scheme_only(tmp_path, monkeypatch):
+    script = load_benchmark("reproduce_cifar10")
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(script, "load_dataset", lambda kind, root: "dataset")
+    calls = []
+    monkeypatch.setattr(script, "run_sweep", lambda checkpoints, labels, dataset, config, criteria, out, **kwargs: calls.append(
+        (checkpoints[0].parent.name, labels[0], config.scheme, len(criteria), out.name)))
+    for method in script.PAPER_SCHEDULE_RUNS:
+        script.sweep_method(method, tmp_path / "data", tmp_path)
+    energies = len(script.SWEEP_ENERGIES)
+    assert calls == [("baseline-paper", "basic-spatial-paper", "spatial", energies, "basic-spatial-paper"),
+                     ("trp2-nu-paper", "trp2-nu-paper", "spatial", energies, "trp2-nu-paper")]
 
 
 def test_gpu_sweep_takes_finished_runs_a_baseline_with_both_schemes(tmp_path, monkeypatch):
