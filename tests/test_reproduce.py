@@ -530,28 +530,30 @@ def test_gpu_sessions_skip_epochs_logged_before_any_session():
     assert gpu._session_rows([], epochs, 4) == []
 
 
+def record_sweeps(module, results: Path, monkeypatch) -> list[tuple]:
+    """Patch ``module`` (a sweeping benchmark script) to write to ``results`` and record its
+    ``run_sweep`` calls instead of sweeping: (run, label, scheme, energies, folder, model name)."""
+    monkeypatch.setattr(module, "RESULTS", results)
+    monkeypatch.setattr(module, "load_dataset", lambda kind, root: "dataset")
+    calls = []
+    monkeypatch.setattr(module, "run_sweep", lambda checkpoints, labels, dataset, config, criteria, out, **kwargs: calls.append(
+        (checkpoints[0].parent.name, labels[0], config.scheme, len(criteria), out.name, kwargs["model_name"])))
+    return calls
+
+
 def test_paper_schedule_runs_are_swept_with_trp2_nus_scheme_only(tmp_path, monkeypatch):
     script = load_benchmark("reproduce_cifar10")
-    monkeypatch.setattr(script, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(script, "load_dataset", lambda kind, root: "dataset")
-    calls = []
-    monkeypatch.setattr(script, "run_sweep", lambda checkpoints, labels, dataset, config, criteria, out, **kwargs: calls.append(
-        (checkpoints[0].parent.name, labels[0], config.scheme, len(criteria), out.name)))
+    calls = record_sweeps(script, tmp_path / "results", monkeypatch)
     for method in script.PAPER_SCHEDULE_RUNS:
         script.sweep_method(method, tmp_path / "data", tmp_path)
     energies = len(script.SWEEP_ENERGIES)
-    assert calls == [("baseline-paper", "basic-spatial-paper", "spatial", energies, "basic-spatial-paper"),
-                     ("trp2-nu-paper", "trp2-nu-paper", "spatial", energies, "trp2-nu-paper")]
+    assert calls == [("baseline-paper", "basic-spatial-paper", "spatial", energies, "basic-spatial-paper", "resnet20"),
+                     ("trp2-nu-paper", "trp2-nu-paper", "spatial", energies, "trp2-nu-paper", "resnet20")]
 
 
 def test_gpu_sweep_takes_finished_runs_a_baseline_with_both_schemes(tmp_path, monkeypatch):
     gpu = load_benchmark("cifar10_gpu")
-    monkeypatch.setattr(gpu, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(gpu, "load_dataset", lambda kind, root: "dataset")
-    calls = []
-    monkeypatch.setattr(gpu, "run_sweep", lambda checkpoints, labels, dataset, config, criteria, out, **kwargs: calls.append(
-        (checkpoints[0].parent.name, labels[0], config.scheme, len(criteria), out.name, kwargs["model_name"])
-    ))
+    calls = record_sweeps(gpu, tmp_path / "results", monkeypatch)
     for name in ("resnet56-baseline", "resnet56-trp2-nu", "resnet56-trp1-nu"):
         (tmp_path / "runs" / name).mkdir(parents=True)
     for name in ("resnet56-baseline", "resnet56-trp2-nu"):  # trp1-nu is not finished
