@@ -144,7 +144,9 @@ SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "
 PAPER_SCHEDULE_RUNS = {"baseline-paper": "baseline", "trp2-nu-paper": "trp2-nu"}
 # Their energy sweeps (no fine-tuning), both with TRP2+Nu's scheme: run -> (sweep folder, scheme). The
 # baseline's is "basic" on the paper's schedule, the comparison its Table 1 and Fig. 3 make.
-PAPER_SCHEDULE_SWEEPS = {"baseline-paper": ("basic-spatial-paper", "spatial"), "trp2-nu-paper": ("trp2-nu-paper", "spatial")}
+_PAPER_SCHEME = _paper_config(PAPER_SCHEDULE_RUNS["trp2-nu-paper"]).decompose.scheme
+PAPER_SCHEDULE_SWEEPS = {"baseline-paper": (f"basic-{_PAPER_SCHEME}-paper", _PAPER_SCHEME),
+                         "trp2-nu-paper": ("trp2-nu-paper", _PAPER_SCHEME)}
 
 
 def variant_of(run: str) -> tuple[str, list[str]]:
