@@ -83,11 +83,6 @@ def _config(name: str):
     return load_train_config(config_path(name))
 
 
-def _paper_config(name: str):
-    """A method's config on the paper's own 164-epoch schedule."""
-    return load_train_config(config_path(name, paper_schedule=True))
-
-
 def _energy(run: str) -> str:
     """The energy a run's config decomposes at, as the table names it ("e = 0.03")."""
     return _config(run).decompose.criterion.replace("energy:", "e = ")
@@ -138,15 +133,35 @@ SCHEDULE_LENGTH_RUNS = {
 # How far apart are two trainings that differ only in the seed (initialization, data order and
 # augmentation)? The baseline and the nearest miss again with other seeds: run -> (config's method, seed).
 SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "trp2-nu-e0.01") for seed in (1,)}
-# Does the paper's own schedule close the gap? The baseline and TRP2+Nu from the paper's configs,
-# unchanged (164 epochs, lr / 10 after epochs 82 and 122, weight decay 1e-4; channels_last only
-# speeds up the CPU): run -> the method of configs/cifar10/resnet20-METHOD.toml.
-PAPER_SCHEDULE_RUNS = {"baseline-paper": "baseline", "trp2-nu-paper": "trp2-nu"}
-# Their energy sweeps (no fine-tuning), both with TRP2+Nu's scheme: run -> (sweep folder, scheme). The
-# baseline's is "basic" on the paper's schedule, the comparison its Table 1 and Fig. 3 make.
-_PAPER_SCHEME = _paper_config(PAPER_SCHEDULE_RUNS["trp2-nu-paper"]).decompose.scheme
-PAPER_SCHEDULE_SWEEPS = {"baseline-paper": (f"basic-{_PAPER_SCHEME}-paper", _PAPER_SCHEME),
-                         "trp2-nu-paper": ("trp2-nu-paper", _PAPER_SCHEME)}
+# Does the paper's own schedule close the gap? The baseline, TRP2+Nu and TRP1+Nu from the paper's
+# configs (164 epochs, lr / 10 after epochs 82 and 122, weight decay 1e-4; channels_last, added when
+# they train, only speeds up the CPU), unchanged but for TRP2+Nu again at the energy of the 30-epoch
+# nearest miss: run -> (the method of configs/cifar10/resnet20-METHOD.toml, overrides).
+PAPER_SCHEDULE_RUNS = {
+    "baseline-paper": ("baseline", ()),
+    "trp2-nu-paper": ("trp2-nu", ()),
+    "trp2-nu-e0.01-paper": ("trp2-nu", ("decompose.criterion=energy:0.01",)),
+    "trp1-nu-paper": ("trp1-nu", ()),
+}
+PAPER_SCHEDULE_BASELINE = "baseline-paper"
+
+
+def paper_schedule_config(run: str):
+    """A PAPER_SCHEDULE_RUNS run's config (without channels_last, which changes no result)."""
+    method, overrides = PAPER_SCHEDULE_RUNS[run]
+    return load_train_config(config_path(method, paper_schedule=True), list(overrides))
+
+
+# Their energy sweeps (no fine-tuning): run -> [(sweep folder, scheme)]. Each TRP run is swept with
+# its own scheme, the baseline with every scheme they use: "basic" on the paper's schedule, the
+# comparison its Table 1 and Fig. 3 make.
+PAPER_SCHEDULE_SCHEMES = {run: paper_schedule_config(run).decompose.scheme
+                          for run in PAPER_SCHEDULE_RUNS if run != PAPER_SCHEDULE_BASELINE}
+PAPER_SCHEDULE_BASIC = {scheme: f"basic-{scheme}-paper" for scheme in sorted(set(PAPER_SCHEDULE_SCHEMES.values()))}
+PAPER_SCHEDULE_SWEEPS = {
+    PAPER_SCHEDULE_BASELINE: [(label, scheme) for scheme, label in PAPER_SCHEDULE_BASIC.items()],
+    **{run: [(run, scheme)] for run, scheme in PAPER_SCHEDULE_SCHEMES.items()},
+}
 
 
 def variant_of(run: str) -> tuple[str, list[str]]:
@@ -367,16 +382,20 @@ def draw_figures(results: Results) -> list[Path]:
         if spectra:
             written.append(plot_spectra(spectra, results.root / f"spectra_{scheme}.png",
                                         f"{LAYER} singular values ({scheme} reshape)"))
-    (base_label, scheme), (trp_label, _) = PAPER_SCHEDULE_SWEEPS.values()
-    paper_schedule = {name: [(p["conv_speedup"], 100 * p["accuracy"]) for p in results.sweep_points(label)]
-                      for name, label in (("basic, paper's schedule", base_label),
-                                          ("TRP2+Nu, paper's schedule", trp_label))}
-    if all(paper_schedule.values()):
-        written.append(plot_accuracy_vs_speedup(
-            paper_schedule, results.root / f"fig3_{scheme}_paper_schedule.png",
-            f"ResNet-20, CIFAR-10, {scheme} scheme, the paper's 164-epoch schedule (no fine-tuning)",
-            baseline=_pct(results.summary("baseline-paper"), "dense"), references=PAPER_CURVES[scheme], floor=FIG3_FLOOR,
-        ))
+    for scheme, basic in PAPER_SCHEDULE_BASIC.items():
+        labelled = {basic: "basic, paper's schedule",
+                    **{run: f"{paper_schedule_label(run)}, paper's schedule"
+                       for run, run_scheme in PAPER_SCHEDULE_SCHEMES.items() if run_scheme == scheme}}
+        curves = {name: [(p["conv_speedup"], 100 * p["accuracy"]) for p in results.sweep_points(label)]
+                  for label, name in labelled.items()}
+        if curves[labelled[basic]] and sum(map(bool, curves.values())) > 1:
+            written.append(plot_accuracy_vs_speedup(
+                {name: points for name, points in curves.items() if points},
+                results.root / f"fig3_{scheme}_paper_schedule.png",
+                f"ResNet-20, CIFAR-10, {scheme} scheme, the paper's 164-epoch schedule (no fine-tuning)",
+                baseline=_pct(results.summary(PAPER_SCHEDULE_BASELINE), "dense"), references=PAPER_CURVES[scheme],
+                floor=FIG3_FLOOR,
+            ))
     epochs = {name: [(r["epoch"], 100 * r["test_accuracy"]) for r in results.train_epochs(run)]
               for run, name in TRAINED.items()}
     if any(epochs.values()):
@@ -557,71 +576,92 @@ PAPER_SCHEDULE_EPOCHS = (1, 10, 20, 40, 60, 82, 83, 100, 122, 123, 140, 164)  # 
 PAPER_SCHEDULE_WINDOW = 5  # epochs the smoothed difference averages (at lr 0.1 test top-1 swings by points)
 
 
+def paper_schedule_label(run: str) -> str:
+    """A PAPER_SCHEDULE_RUNS TRP run as the report names it ("TRP2+Nu, e = 0.01")."""
+    config = paper_schedule_config(run)
+    return f"{TRAINED[PAPER_SCHEDULE_RUNS[run][0]]}, {config.decompose.criterion.replace('energy:', 'e = ')}"
+
+
 def _paper_schedule_text(results: Results) -> list[str]:
-    """PAPER_SCHEDULE_RUNS: the baseline and TRP2+Nu on the paper's own 164-epoch schedule,
+    """PAPER_SCHEDULE_RUNS: the baseline and each TRP run on the paper's own 164-epoch schedule,
     epoch by epoch as far as both have trained (the runs take several sessions), and, once
-    both have finished, TRP2+Nu decomposed and judged by its target against that baseline."""
-    (base_run, base_method), (trp_run, trp_method) = PAPER_SCHEDULE_RUNS.items()
-    base, trp = results.train_epochs(base_run), results.train_epochs(trp_run)
-    if not (base and trp):
+    both have finished, the TRP run decomposed and judged by its target against that baseline."""
+    base = results.train_epochs(PAPER_SCHEDULE_BASELINE)
+    started = [run for run in PAPER_SCHEDULE_SCHEMES if results.train_epochs(run)]
+    if not (base and started):
         return []
-    config = _paper_config(trp_method)
-    scheme, epochs = config.decompose.scheme, config.optim.epochs
+    config = paper_schedule_config(PAPER_SCHEDULE_BASELINE)
+    epochs = config.optim.epochs
+    seconds = median(r["epoch_seconds"] for r in base)
+    methods = sorted({PAPER_SCHEDULE_RUNS[run][0] for run in PAPER_SCHEDULE_RUNS})
+    progress = "; ".join(f"{paper_schedule_label(run)}: {len(results.train_epochs(run))}" for run in started)
+    lines = ["", "### The paper's schedule (164 epochs)", "",
+             f"The baseline and TRP+Nu from the paper's configs, unchanged but for `channels_last` "
+             f"(`configs/cifar10/resnet20-{{{','.join(methods)}}}.toml`, `PAPER_SCHEDULE_RUNS` in "
+             f"`benchmarks/report_cifar10.py`: {epochs} epochs, lr {config.optim.lr:g} divided by 10 after epochs "
+             f"{' and '.join(str(m) for m in config.optim.milestones)}, weight decay {config.optim.weight_decay:g}; "
+             "TRP+Nu with the paper's m, lambda and e, and TRP2+Nu again at the energy of our 30-epoch nearest miss), "
+             f"the baseline at a median {seconds:.0f} s a training epoch; a run that is stopped resumes from its "
+             f"last completed epoch. Trained so far: the baseline {len(base)} of {epochs} epochs; {progress}. "
+             "In each table below, top-1 is of each net's dense weights at the end of the epoch (for TRP the last "
+             "projection is at most m - 1 steps back, so this is not yet the decomposed net); train top-1 is "
+             "measured on the augmented batches during the epoch. At lr 0.1 test top-1 swings by points from epoch "
+             f"to epoch, so the difference is also given as its mean over the last {PAPER_SCHEDULE_WINDOW} epochs up "
+             "to the row's. The last three columns are the ranks the run's criterion keeps at that epoch, summed over "
+             "the conv layers, the conv-MAC speed-up that decomposing at those ranks gives (`speedup_at_ranks`, which "
+             "reproduces every finished run's figure), and the same ranks counted as the authors' code counts them "
+             "(the section \"Speed-up as the TRP authors' code counts it\")."]
+    for run in started:
+        lines += _paper_schedule_run_lines(results, base, run)
+    return lines
+
+
+def _paper_schedule_run_lines(results: Results, base: list[dict[str, Any]], run: str) -> list[str]:
+    """One TRP run of PAPER_SCHEDULE_RUNS beside the paper-schedule baseline (``base``: its
+    metrics.jsonl epochs): the epoch table, and once both have finished, its verdict and sweep."""
+    trp, label, method = results.train_epochs(run), paper_schedule_label(run), PAPER_SCHEDULE_RUNS[run][0]
+    config = paper_schedule_config(run)
+    scheme = config.decompose.scheme
     common = min(len(base), len(trp))
-    rows = []
 
     def difference(first: int, last: int) -> float:  # test top-1, TRP minus baseline, mean over those epochs
         return 100 * mean(trp[k - 1]["test_accuracy"] - base[k - 1]["test_accuracy"] for k in range(first, last + 1))
 
+    rows = []
     for n in sorted({n for n in PAPER_SCHEDULE_EPOCHS if n <= common} | {common}):
         b, t = base[n - 1], trp[n - 1]
         rows.append(f"| {n} | {t['lr']:g} | {100 * b['train_accuracy']:.2f} | {100 * b['test_accuracy']:.2f} | "
                     f"{100 * t['train_accuracy']:.2f} | {100 * t['test_accuracy']:.2f} | {difference(n, n):+.2f} | "
                     f"{difference(max(1, n - PAPER_SCHEDULE_WINDOW + 1), n):+.2f} | {sum(t['ranks'].values())} | "
                     f"{speedup_at_ranks(t['ranks'], scheme):.2f}x | {authors_count_speedup(t['ranks'], scheme):.2f}x |")
-    seconds = [median(r["epoch_seconds"] for r in epochs_done) for epochs_done in (base, trp)]
-    lines = ["", "### The paper's schedule (164 epochs)", "",
-             f"The baseline and {TRAINED[trp_method]} from the paper's configs, unchanged but for `channels_last` "
-             f"(`configs/cifar10/resnet20-{{{base_method},{trp_method}}}.toml`, `PAPER_SCHEDULE_RUNS` in "
-             f"`benchmarks/report_cifar10.py`: {epochs} epochs, lr {config.optim.lr:g} divided by 10 after epochs "
-             f"{' and '.join(str(m) for m in config.optim.milestones)}, weight decay {config.optim.weight_decay:g}, "
-             f"e = {config.decompose.criterion.removeprefix('energy:')}, m = {config.trp.period}, "
-             f"lambda = {config.trp.nuclear_weight:g}), at a median {seconds[0]:.0f} s (baseline) and "
-             f"{seconds[1]:.0f} s ({TRAINED[trp_method]}) a training epoch; a run that is stopped resumes from its "
-             "last completed epoch. "
-             f"Trained so far: the baseline {len(base)} of {epochs} epochs, {TRAINED[trp_method]} {len(trp)}. "
-             "Top-1 is of each net's dense weights at the end of the epoch (for TRP the last projection is at most "
-             f"{config.trp.period - 1} steps back, so this is not yet the decomposed net); train top-1 is measured on "
-             "the augmented batches during the epoch. At lr 0.1 test top-1 swings by points from epoch to epoch, so the "
-             f"difference is also given as its mean over the last {PAPER_SCHEDULE_WINDOW} epochs up to the row's. The "
-             "last three columns are the ranks the criterion keeps at that epoch, summed over the conv layers, the "
-             "conv-MAC speed-up that decomposing at those ranks gives (`speedup_at_ranks`, which reproduces every "
-             "finished run's figure), and the same ranks counted as the authors' code counts them (the section "
-             "\"Speed-up as the TRP authors' code counts it\").", "",
-             f"| epoch | lr | baseline train top-1 | baseline test top-1 | {TRAINED[trp_method]} train top-1 | "
-             f"{TRAINED[trp_method]} test top-1 | test top-1, {TRAINED[trp_method]} - baseline | the same, mean of "
-             f"the last {PAPER_SCHEDULE_WINDOW} epochs | rank sum | speed-up at those ranks | the same, authors' count |",
+    lines = ["", f"#### {label} ({scheme} scheme, m = {config.trp.period}, lambda = {config.trp.nuclear_weight:g})", "",
+             f"`{run}`: a median {median(r['epoch_seconds'] for r in trp):.0f} s a training epoch, {len(trp)} of "
+             f"{config.optim.epochs} epochs trained.", "",
+             f"| epoch | lr | baseline train top-1 | baseline test top-1 | {label} train top-1 | {label} test top-1 | "
+             f"test top-1, TRP - baseline | the same, mean of the last {PAPER_SCHEDULE_WINDOW} epochs | rank sum | "
+             "speed-up at those ranks | the same, authors' count |",
              "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
-    base_summary, trp_summary = results.summary(base_run), results.summary(trp_run)
+    base_summary, trp_summary = results.summary(PAPER_SCHEDULE_BASELINE), results.summary(run)
     if base_summary and trp_summary and trp_summary.get("decomposed"):
-        final, speedup, _ = _judged(trp_summary, trp_method)
+        final, speedup, _ = _judged(trp_summary, method)
         reference = _pct(base_summary, "dense")
         points_below, least = TARGET_BY_SCHEME[scheme]
         met = speedup >= least and final >= reference - points_below
-        lines += ["", f"- Finished: the baseline {reference:.2f} %; {TRAINED[trp_method]} decomposed with no fine-tuning "
-                      f"{final:.2f} % at {speedup:.2f}x, {final - reference:+.2f} points (the paper: "
-                      f"{PAPER_TABLE[trp_method][0] - PAPER_BASELINE:+.2f} at {PAPER_TABLE[trp_method][1]:.2f}x); the "
+        lines += ["", f"- Finished: the baseline {reference:.2f} %; {label} decomposed with no fine-tuning "
+                      f"{final:.2f} % at {speedup:.2f}x, {final - reference:+.2f} points (the paper's {TRAINED[method]}: "
+                      f"{PAPER_TABLE[method][0] - PAPER_BASELINE:+.2f} at {PAPER_TABLE[method][1]:.2f}x); the "
                       f"target (at most {points_below} below at >= {least}x) is {'met' if met else 'missed'}."]
-        lines += _paper_schedule_sweep_lines(results, reference, speedup)
+        lines += _paper_schedule_sweep_lines(results, run, reference, speedup)
     return lines
 
 
-def _paper_schedule_sweep_lines(results: Results, reference: float, trp_speedup: float) -> list[str]:
-    """PAPER_SCHEDULE_SWEEPS, once swept: TRP2+Nu's most accurate point fast enough for its target
-    (an energy chosen on the test set), and the baseline decomposed with no TRP ("basic") at the
-    speed-up of TRP2+Nu's own decomposition; accuracies against the paper-schedule baseline
-    (``reference``, %)."""
-    (base_label, scheme), (trp_label, _) = PAPER_SCHEDULE_SWEEPS.values()
+def _paper_schedule_sweep_lines(results: Results, run: str, reference: float, trp_speedup: float) -> list[str]:
+    """A TRP run's PAPER_SCHEDULE_SWEEPS, once swept with the baseline's of its scheme: its most
+    accurate point fast enough for its target (an energy chosen on the test set), and the baseline
+    decomposed with no TRP ("basic") at the speed-up of the run's own decomposition; accuracies
+    against the paper-schedule baseline (``reference``, %)."""
+    [(trp_label, scheme)] = PAPER_SCHEDULE_SWEEPS[run]
+    base_label = PAPER_SCHEDULE_BASIC[scheme]
     basic, trp = results.sweep_points(base_label), results.sweep_points(trp_label)
     if not (basic and trp):
         return []
@@ -638,15 +678,15 @@ def _paper_schedule_sweep_lines(results: Results, reference: float, trp_speedup:
     swept = (f"- Swept over the energy with no fine-tuning (`sweeps/{trp_label}`, `sweeps/{base_label}`, and the figure "
              f"`fig3_{scheme}_paper_schedule.png`): ")
     if best is None:
-        swept += f"no point of TRP2+Nu's sweep reaches {least}x; "
+        swept += f"no point of its sweep reaches {least}x; "
     else:
         met = 100 * best["accuracy"] >= reference - points_below
-        swept += (f"TRP2+Nu's most accurate point at >= {least}x is {point(best)}, so with an energy chosen on the test "
+        swept += (f"its most accurate point at >= {least}x is {point(best)}, so with an energy chosen on the test "
                   f"set the target is {'met' if met else 'missed'}; ")
     if as_fast is None:
         swept += f"the baseline decomposed with no TRP (basic) reaches at most {max(p['conv_speedup'] for p in basic):.2f}x."
     else:
-        swept += f"the baseline decomposed with no TRP (basic) at TRP2+Nu's own speed-up or just above: {point(as_fast)}."
+        swept += f"the baseline decomposed with no TRP (basic) at the run's own speed-up or just above: {point(as_fast)}."
     return [swept]
 
 

@@ -16,11 +16,11 @@ better settings (the last TRP-train our trained baseline for 10 epochs, as the p
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
 again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another seed, ``SEED_RUNS``;
-the baseline and TRP2+Nu on the paper's own 164-epoch schedule from resnet20-{baseline,trp2-nu}.toml,
-``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores), sweeps each trained net over
-energy criteria with no fine-tuning ("basic" = the baseline decomposed with either scheme,
-and with the channel scheme also fitted to its responses on training images; the paper-schedule
-pair with TRP2+Nu's scheme only, ``PAPER_SCHEDULE_SWEEPS``), then writes
+the baseline, TRP2+Nu (also at e = 0.01) and TRP1+Nu on the paper's own 164-epoch schedule from
+resnet20-{baseline,trp2-nu,trp1-nu}.toml, ``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores),
+sweeps each trained net over energy criteria with no fine-tuning ("basic" = the baseline decomposed
+with either scheme, and with the channel scheme also fitted to its responses on training images;
+the paper-schedule runs as ``PAPER_SCHEDULE_SWEEPS`` says), then writes
 the table and figures (``report_cifar10.py``). Everything resumes: run the script
 again after an interruption and it continues each run from its last completed epoch and
 skips finished work; two invocations with different ``--methods`` may run side by side.
@@ -66,7 +66,7 @@ METHODS = (
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths
     *SEED_RUNS,  # the baseline and the nearest miss with other seeds
-    *PAPER_SCHEDULE_RUNS,  # the baseline and TRP2+Nu on the paper's 164 epochs (about 5 hours each on two cores)
+    *PAPER_SCHEDULE_RUNS,  # the baseline and TRP+Nu on the paper's 164 epochs (about 5 hours each on two cores)
 )
 # Methods that fine-tune the decomposed baseline: one run per conv-MAC speed-up target, no sweep.
 BASIC_FT_SPEEDUPS = {
@@ -119,7 +119,8 @@ def config_of(method: str) -> tuple[Path, list[str]]:
     SEED_RUNS method trains its source method's config for other epochs or with another seed; a
     PAPER_SCHEDULE_RUNS method trains the paper's config, in channels_last for speed)."""
     if method in PAPER_SCHEDULE_RUNS:
-        return config_path(PAPER_SCHEDULE_RUNS[method], paper_schedule=True), ["run.channels_last=true"]
+        source, overrides = PAPER_SCHEDULE_RUNS[method]
+        return config_path(source, paper_schedule=True), [*overrides, "run.channels_last=true"]
     source, overrides = variant_of(method)
     return config_path(source), overrides
 
@@ -168,15 +169,14 @@ def collect_unfinished(work: Path) -> None:
 
 def sweep_method(method: str, data_root: Path, work: Path) -> None:
     """Accuracy against speed-up with no fine-tuning; the baseline ("basic") and the nuclear
-    norm alone with both schemes, each TRP run with its own, the paper-schedule runs with TRP2+Nu's
-    scheme (PAPER_SCHEDULE_SWEEPS; variants of a main run are not swept)."""
+    norm alone with both schemes, each TRP run with its own, the paper-schedule runs as
+    PAPER_SCHEDULE_SWEEPS says (variants of a main run are not swept)."""
     if method in FINETUNED or variant_of(method)[1] or method == "trp1-fig2":
         return
     dataset = load_dataset("imagefolder", data_root)
     config = load_train_config(config_of(method)[0]).decompose_config()
     if method in PAPER_SCHEDULE_SWEEPS:
-        label, scheme = PAPER_SCHEDULE_SWEEPS[method]
-        sweeps = [(label, scheme, 0)]
+        sweeps = [(label, scheme, 0) for label, scheme in PAPER_SCHEDULE_SWEEPS[method]]
     else:
         schemes = ("channel", "spatial") if method in ("baseline", "nu") else (config.scheme,)
         sweeps = [({"baseline": f"basic-{scheme}", "nu": f"nu-{scheme}"}.get(method, method), scheme, 0)

@@ -265,10 +265,13 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     assert reported | finetuned <= set(script.METHODS) and finetuned == set(script.FINETUNED)
     for method in script.METHODS:
         assert script.config_of(method)[0].is_file(), method
-    for method, source in report.PAPER_SCHEDULE_RUNS.items():  # the paper's config, only laid out for speed
-        varied, paper = load_train_config(*script.config_of(method)).to_dict(), report._paper_config(source).to_dict()
-        assert varied["run"].pop("channels_last") and not paper["run"].pop("channels_last")
-        assert varied == paper
+    for method, (source, overrides) in report.PAPER_SCHEDULE_RUNS.items():  # the paper's config, laid out for speed
+        varied, run = load_train_config(*script.config_of(method)).to_dict(), report.paper_schedule_config(method).to_dict()
+        assert varied["run"].pop("channels_last") and not run["run"].pop("channels_last")
+        assert varied == run
+        paper = load_train_config(report.config_path(source, paper_schedule=True)).to_dict()  # ... with only its overrides
+        changed = {f"{section}.{key}" for section in run for key in run[section] if run[section][key] != paper[section][key]}
+        assert changed == {override.partition("=")[0] for override in overrides}, method
     variants = [(method, source, ("optim", "epochs"), epochs)  # the same config, trained shorter or longer
                 for method, (source, epochs) in report.SCHEDULE_LENGTH_RUNS.items()]
     variants += [(method, source, ("run", "seed"), seed)  # the same config, another seed
@@ -356,7 +359,8 @@ def test_speedup_at_ranks_reproduces_every_committed_runs_figure():
 
 def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_when_finished(tmp_path):
     report = load_benchmark("report_cifar10")
-    assert report.PAPER_SCHEDULE_RUNS == {"baseline-paper": "baseline", "trp2-nu-paper": "trp2-nu"}
+    assert report.PAPER_SCHEDULE_SCHEMES == {"trp2-nu-paper": "spatial", "trp2-nu-e0.01-paper": "spatial",
+                                             "trp1-nu-paper": "channel"}
     root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
     ranks = {name: 4 for name, module in report.create_model("resnet20").named_modules()
              if isinstance(module, torch.nn.Conv2d)}
@@ -368,35 +372,51 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
 
     write(root / "baseline-paper" / "metrics.jsonl", epochs([0.50, 0.60, 0.70]))
     write(root / "trp2-nu-paper" / "metrics.jsonl", epochs([0.45, 0.58]))
+    write(root / "trp1-nu-paper" / "metrics.jsonl", epochs([0.40]))  # trp2-nu-e0.01-paper has not started
     report.write_report(report.Results(root), markdown)
     text = markdown.read_text()
-    assert "Trained so far: the baseline 3 of 164 epochs, TRP2+Nu 2." in text
+    assert "Trained so far: the baseline 3 of 164 epochs; TRP2+Nu, e = 0.02: 2; TRP1+Nu, e = 0.02: 1." in text
+    assert "#### TRP2+Nu, e = 0.02 (spatial scheme, m = 20, lambda = 0.0003)" in text
+    assert "#### TRP1+Nu, e = 0.02 (channel scheme, m = 20, lambda = 0.0003)" in text and "#### TRP2+Nu, e = 0.01" not in text
     assert (f"| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | -3.50 | 76 | "  # -3.50: the mean of -5 and -2
             f"{report.speedup_at_ranks(ranks, 'spatial'):.2f}x | {report.authors_count_speedup(ranks, 'spatial'):.2f}x |") in text
-    assert "| 3 | 0.1 |" not in text and "Finished:" not in text  # TRP2+Nu has no third epoch yet
+    assert (f"| 1 | 0.1 | 55.00 | 50.00 | 45.00 | 40.00 | -10.00 | -10.00 | 76 | "  # each run at its own scheme
+            f"{report.speedup_at_ranks(ranks, 'channel'):.2f}x | {report.authors_count_speedup(ranks, 'channel'):.2f}x |") in text
+    assert "| 3 | 0.1 |" not in text and "Finished:" not in text  # neither TRP run has a third epoch yet
 
     write(root / "baseline-paper" / "summary.json", fake_summary(0.9100, 0.5, 1.1, epochs=164))
-    for decomposed, speedup, verdict in ((0.9010, 2.85, "met"), (0.8980, 2.85, "missed"), (0.9010, 2.75, "missed")):
-        write(root / "trp2-nu-paper" / "summary.json", fake_summary(0.9000, decomposed, speedup, epochs=164))
+    for run, label, decomposed, speedup, verdict in (
+            ("trp2-nu-paper", "TRP2+Nu, e = 0.02", 0.9010, 2.85, "met"),
+            ("trp2-nu-paper", "TRP2+Nu, e = 0.02", 0.8980, 2.85, "missed"),
+            ("trp2-nu-paper", "TRP2+Nu, e = 0.02", 0.9010, 2.75, "missed"),
+            ("trp1-nu-paper", "TRP1+Nu, e = 0.02", 0.8980, 2.25, "met"),  # the channel target: 1.2 below at 2.2x
+            ("trp1-nu-paper", "TRP1+Nu, e = 0.02", 0.8970, 2.25, "missed")):
+        write(root / run / "summary.json", fake_summary(0.9000, decomposed, speedup, epochs=164))
         report.write_report(report.Results(root), markdown)
-        assert (f"- Finished: the baseline 91.00 %; TRP2+Nu decomposed with no fine-tuning {100 * decomposed:.2f} % at "
-                f"{speedup:.2f}x, {100 * decomposed - 91:+.2f} points (the paper: -1.12 at 2.84x); the target (at most "
-                f"1.1 below at >= 2.8x) is {verdict}.") in markdown.read_text()
+        paper = {"trp2-nu-paper": "TRP2+Nu: -1.12 at 2.84x", "trp1-nu-paper": "TRP1+Nu: -1.24 at 2.17x"}[run]
+        target = {"trp2-nu-paper": "1.1 below at >= 2.8x", "trp1-nu-paper": "1.2 below at >= 2.2x"}[run]
+        assert (f"- Finished: the baseline 91.00 %; {label} decomposed with no fine-tuning {100 * decomposed:.2f} % at "
+                f"{speedup:.2f}x, {100 * decomposed - 91:+.2f} points (the paper's {paper}); the target (at most "
+                f"{target}) is {verdict}.") in markdown.read_text()
     assert "Swept over the energy" not in markdown.read_text()  # not swept yet
 
     # TRP2+Nu decomposed at 2.75x by its own criterion: 2.85x is its most accurate fast point; basic's first
     # point at 2.75x or more is the 3.0x one.
+    write(root / "trp2-nu-paper" / "summary.json", fake_summary(0.9000, 0.9010, 2.75, epochs=164))
     write(root / "sweeps" / "basic-spatial-paper" / "sweep.json",
           fake_sweep("basic-spatial-paper", [(0.01, 2.0, 0.88), (0.05, 3.0, 0.60), (0.1, 4.0, 0.30)], report.LAYER))
     for accuracy, verdict in ((0.8990, "met"), (0.8989, "missed")):
         write(root / "sweeps" / "trp2-nu-paper" / "sweep.json", fake_sweep(
             "trp2-nu-paper", [(0.001, 2.5, 0.91), (0.01, 2.85, accuracy), (0.02, 3.5, 0.85)], report.LAYER))
         result = report.write_report(report.Results(root), markdown)
-        assert (f"TRP2+Nu's most accurate point at >= 2.8x is {100 * accuracy:.2f} % at 2.85x (e = 0.01, "
+        assert ("(`sweeps/trp2-nu-paper`, `sweeps/basic-spatial-paper`, and the figure `fig3_spatial_paper_schedule.png`): "
+                f"its most accurate point at >= 2.8x is {100 * accuracy:.2f} % at 2.85x (e = 0.01, "
                 f"{100 * accuracy - 91:+.2f} points), so with an energy chosen on the test set the target is {verdict}; "
-                "the baseline decomposed with no TRP (basic) at TRP2+Nu's own speed-up or just above: 60.00 % at "
+                "the baseline decomposed with no TRP (basic) at the run's own speed-up or just above: 60.00 % at "
                 "3.00x (e = 0.05, -31.00 points).") in markdown.read_text()
         assert "fig3_spatial_paper_schedule.png" in result["figures"]
+        assert "fig3_channel_paper_schedule.png" not in result["figures"]  # the channel pair is not swept
+    assert markdown.read_text().count("Swept over the energy") == 1
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
@@ -541,14 +561,19 @@ def record_sweeps(module, results: Path, monkeypatch) -> list[tuple]:
     return calls
 
 
-def test_paper_schedule_runs_are_swept_with_trp2_nus_scheme_only(tmp_path, monkeypatch):
+def test_paper_schedule_runs_are_swept_the_baseline_with_both_schemes_trp_with_its_own(tmp_path, monkeypatch):
     script = load_benchmark("reproduce_cifar10")
     calls = record_sweeps(script, tmp_path / "results", monkeypatch)
     for method in script.PAPER_SCHEDULE_RUNS:
         script.sweep_method(method, tmp_path / "data", tmp_path)
     energies = len(script.SWEEP_ENERGIES)
-    assert calls == [("baseline-paper", "basic-spatial-paper", "spatial", energies, "basic-spatial-paper", "resnet20"),
-                     ("trp2-nu-paper", "trp2-nu-paper", "spatial", energies, "trp2-nu-paper", "resnet20")]
+    assert calls == [
+        ("baseline-paper", "basic-channel-paper", "channel", energies, "basic-channel-paper", "resnet20"),
+        ("baseline-paper", "basic-spatial-paper", "spatial", energies, "basic-spatial-paper", "resnet20"),
+        ("trp2-nu-paper", "trp2-nu-paper", "spatial", energies, "trp2-nu-paper", "resnet20"),
+        ("trp2-nu-e0.01-paper", "trp2-nu-e0.01-paper", "spatial", energies, "trp2-nu-e0.01-paper", "resnet20"),
+        ("trp1-nu-paper", "trp1-nu-paper", "channel", energies, "trp1-nu-paper", "resnet20"),
+    ]
 
 
 def test_gpu_sweep_takes_finished_runs_a_baseline_with_both_schemes(tmp_path, monkeypatch):
