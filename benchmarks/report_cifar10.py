@@ -775,10 +775,8 @@ def speedup_at_ranks(ranks: dict[str, int], scheme: str, layers: set[str] | None
     -> rank) that lie in ``layers`` (all of them when ``None``) factorized with ``scheme`` and
     every other conv dense. With ``skip_unprofitable`` a layer whose factors would cost at least
     its dense MACs stays dense, as ``trp.decompose`` leaves it."""
-    example = torch.zeros(1, 3, 32, 32)
-    dense = {layer.name: layer.macs for layer in count_macs(create_model("resnet20"), example).layers
-             if layer.kind == "conv"}
-    model = create_model("resnet20")
+    example, model = torch.zeros(1, 3, 32, 32), create_model("resnet20")
+    dense = {layer.name: layer.macs for layer in count_macs(model, example).layers if layer.kind == "conv"}
     apply_plan_(model, RankPlan([PlanEntry(name, scheme, rank) for name, rank in ranks.items()
                                  if layers is None or name in layers]))
     factorized = dict.fromkeys(dense, 0)
