@@ -174,7 +174,7 @@ def sweep_method(method: str, data_root: Path, work: Path) -> None:
     if method in FINETUNED or variant_of(method)[1] or method == "trp1-fig2":
         return
     dataset = load_dataset("imagefolder", data_root)
-    config = load_train_config(config_of(method)[0]).decompose_config()
+    config = load_train_config(*config_of(method)).decompose_config()
     if method in PAPER_SCHEDULE_SWEEPS:
         sweeps = [(label, scheme, 0) for label, scheme in PAPER_SCHEDULE_SWEEPS[method]]
     else:

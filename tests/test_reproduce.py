@@ -357,10 +357,12 @@ def test_speedup_at_ranks_reproduces_every_committed_runs_figure():
     assert len(checked) >= 20 and all(ours == pytest.approx(saved) for saved, ours in checked)
 
 
-def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_when_finished(tmp_path):
+def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_when_finished(tmp_path, monkeypatch):
     report = load_benchmark("report_cifar10")
     assert report.PAPER_SCHEDULE_SCHEMES == {"trp2-nu-paper": "spatial", "trp2-nu-e0.01-paper": "spatial",
                                              "trp1-nu-paper": "channel"}
+    labels = [report.paper_schedule_label(run) for run in report.PAPER_SCHEDULE_SCHEMES]
+    assert labels == ["TRP2+Nu, e = 0.02", "TRP2+Nu, e = 0.01", "TRP1+Nu, e = 0.02"]  # distinct: they name the curves
     root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
     ranks = {name: 4 for name, module in report.create_model("resnet20").named_modules()
              if isinstance(module, torch.nn.Conv2d)}
@@ -372,10 +374,13 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
 
     write(root / "baseline-paper" / "metrics.jsonl", epochs([0.50, 0.60, 0.70]))
     write(root / "trp2-nu-paper" / "metrics.jsonl", epochs([0.45, 0.58]))
-    write(root / "trp1-nu-paper" / "metrics.jsonl", epochs([0.40]))  # trp2-nu-e0.01-paper has not started
+    write(root / "trp1-nu-paper" / "metrics.jsonl", epochs([0.40]))
     report.write_report(report.Results(root), markdown)
     text = markdown.read_text()
-    assert "Trained so far: the baseline 3 of 164 epochs; TRP2+Nu, e = 0.02: 2; TRP1+Nu, e = 0.02: 1." in text
+    assert ("`configs/cifar10/resnet20-{baseline,trp1-nu,trp2-nu}.toml`" in text
+            and "`trp2-nu-e0.01-paper` sets `decompose.criterion=energy:0.01`" in text)
+    assert ("Trained so far: the baseline 3 of 164 epochs; TRP2+Nu, e = 0.02: 2; TRP2+Nu, e = 0.01: not started; "
+            "TRP1+Nu, e = 0.02: 1.") in text
     assert "#### TRP2+Nu, e = 0.02 (spatial scheme, m = 20, lambda = 0.0003)" in text
     assert "#### TRP1+Nu, e = 0.02 (channel scheme, m = 20, lambda = 0.0003)" in text and "#### TRP2+Nu, e = 0.01" not in text
     assert (f"| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | -3.50 | 76 | "  # -3.50: the mean of -5 and -2
@@ -384,39 +389,62 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
             f"{report.speedup_at_ranks(ranks, 'channel'):.2f}x | {report.authors_count_speedup(ranks, 'channel'):.2f}x |") in text
     assert "| 3 | 0.1 |" not in text and "Finished:" not in text  # neither TRP run has a third epoch yet
 
+    write(root / "trp2-nu-e0.01-paper" / "metrics.jsonl", epochs([0.47]))
     write(root / "baseline-paper" / "summary.json", fake_summary(0.9100, 0.5, 1.1, epochs=164))
-    for run, label, decomposed, speedup, verdict in (
-            ("trp2-nu-paper", "TRP2+Nu, e = 0.02", 0.9010, 2.85, "met"),
-            ("trp2-nu-paper", "TRP2+Nu, e = 0.02", 0.8980, 2.85, "missed"),
-            ("trp2-nu-paper", "TRP2+Nu, e = 0.02", 0.9010, 2.75, "missed"),
-            ("trp1-nu-paper", "TRP1+Nu, e = 0.02", 0.8980, 2.25, "met"),  # the channel target: 1.2 below at 2.2x
-            ("trp1-nu-paper", "TRP1+Nu, e = 0.02", 0.8970, 2.25, "missed")):
-        write(root / run / "summary.json", fake_summary(0.9000, decomposed, speedup, epochs=164))
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert text.index("#### TRP2+Nu, e = 0.02 (") < text.index("#### TRP2+Nu, e = 0.01 (spatial") < text.index("#### TRP1+Nu")
+    for run, scheme, decomposed, speedup, verdict in (
+            ("trp2-nu-paper", "spatial", 0.9010, 2.85, "met"),
+            ("trp2-nu-paper", "spatial", 0.8980, 2.85, "missed"),
+            ("trp2-nu-paper", "spatial", 0.9010, 2.75, "missed"),
+            ("trp1-nu-paper", "channel", 0.8980, 2.25, "met"),  # the channel target: at most 1.2 below, at >= 2.2x
+            ("trp1-nu-paper", "channel", 0.8979, 2.25, "missed"),
+            ("trp1-nu-paper", "channel", 0.9050, 2.15, "missed")):
+        write(root / run / "summary.json", fake_summary(0.9000, decomposed, speedup, epochs=164, scheme=scheme))
         report.write_report(report.Results(root), markdown)
-        paper = {"trp2-nu-paper": "TRP2+Nu: -1.12 at 2.84x", "trp1-nu-paper": "TRP1+Nu: -1.24 at 2.17x"}[run]
-        target = {"trp2-nu-paper": "1.1 below at >= 2.8x", "trp1-nu-paper": "1.2 below at >= 2.2x"}[run]
+        label, paper, target = {"trp2-nu-paper": ("TRP2+Nu, e = 0.02", "TRP2+Nu, e = 0.02: -1.12 at 2.84x", "1.1 below at >= 2.8x"),
+                                "trp1-nu-paper": ("TRP1+Nu, e = 0.02", "TRP1+Nu, e = 0.02: -1.24 at 2.17x", "1.2 below at >= 2.2x")}[run]
         assert (f"- Finished: the baseline 91.00 %; {label} decomposed with no fine-tuning {100 * decomposed:.2f} % at "
                 f"{speedup:.2f}x, {100 * decomposed - 91:+.2f} points (the paper's {paper}); the target (at most "
                 f"{target}) is {verdict}.") in markdown.read_text()
     assert "Swept over the energy" not in markdown.read_text()  # not swept yet
 
-    # TRP2+Nu decomposed at 2.75x by its own criterion: 2.85x is its most accurate fast point; basic's first
-    # point at 2.75x or more is the 3.0x one.
+    # Each TRP run against basic of its own scheme. TRP2+Nu decomposed at 2.75x by its own criterion: 2.85x
+    # is its most accurate fast point, and basic's first point at 2.75x or more the 3.0x one. TRP1+Nu
+    # decomposed at 2.15x: 2.3x is its only point fast enough, and basic never gets as fast.
     write(root / "trp2-nu-paper" / "summary.json", fake_summary(0.9000, 0.9010, 2.75, epochs=164))
     write(root / "sweeps" / "basic-spatial-paper" / "sweep.json",
           fake_sweep("basic-spatial-paper", [(0.01, 2.0, 0.88), (0.05, 3.0, 0.60), (0.1, 4.0, 0.30)], report.LAYER))
+    write(root / "sweeps" / "basic-channel-paper" / "sweep.json",
+          fake_sweep("basic-channel-paper", [(0.01, 1.2, 0.89), (0.1, 1.9, 0.50)], report.LAYER))
+    write(root / "sweeps" / "trp1-nu-paper" / "sweep.json",
+          fake_sweep("trp1-nu-paper", [(0.01, 2.15, 0.905), (0.05, 2.3, 0.8985)], report.LAYER))
+    drawn, plot = {}, report.plot_accuracy_vs_speedup
+
+    def recording_plot(curves, path, *args, **kwargs):  # figure file -> the names of its curves
+        drawn[path.name] = set(curves)
+        return plot(curves, path, *args, **kwargs)
+
+    monkeypatch.setattr(report, "plot_accuracy_vs_speedup", recording_plot)
     for accuracy, verdict in ((0.8990, "met"), (0.8989, "missed")):
         write(root / "sweeps" / "trp2-nu-paper" / "sweep.json", fake_sweep(
             "trp2-nu-paper", [(0.001, 2.5, 0.91), (0.01, 2.85, accuracy), (0.02, 3.5, 0.85)], report.LAYER))
         result = report.write_report(report.Results(root), markdown)
+        text = markdown.read_text()
         assert ("(`sweeps/trp2-nu-paper`, `sweeps/basic-spatial-paper`, and the figure `fig3_spatial_paper_schedule.png`): "
-                f"its most accurate point at >= 2.8x is {100 * accuracy:.2f} % at 2.85x (e = 0.01, "
+                f"the TRP run's most accurate point at >= 2.8x is {100 * accuracy:.2f} % at 2.85x (e = 0.01, "
                 f"{100 * accuracy - 91:+.2f} points), so with an energy chosen on the test set the target is {verdict}; "
                 "the baseline decomposed with no TRP (basic) at the run's own speed-up or just above: 60.00 % at "
-                "3.00x (e = 0.05, -31.00 points).") in markdown.read_text()
-        assert "fig3_spatial_paper_schedule.png" in result["figures"]
-        assert "fig3_channel_paper_schedule.png" not in result["figures"]  # the channel pair is not swept
-    assert markdown.read_text().count("Swept over the energy") == 1
+                "3.00x (e = 0.05, -31.00 points).") in text
+        assert ("(`sweeps/trp1-nu-paper`, `sweeps/basic-channel-paper`, and the figure `fig3_channel_paper_schedule.png`): "
+                "the TRP run's most accurate point at >= 2.2x is 89.85 % at 2.30x (e = 0.05, -1.15 points), so with an "
+                "energy chosen on the test set the target is met; the baseline decomposed with no TRP (basic) reaches "
+                "at most 1.90x.") in text
+        assert {"fig3_spatial_paper_schedule.png", "fig3_channel_paper_schedule.png"} <= {Path(f).name for f in result["figures"]}
+    assert text.count("Swept over the energy") == 2  # TRP2+Nu at e = 0.01 has no summary or sweep yet
+    assert drawn["fig3_spatial_paper_schedule.png"] == {"basic, paper's schedule", "TRP2+Nu, e = 0.02, paper's schedule"}
+    assert drawn["fig3_channel_paper_schedule.png"] == {"basic, paper's schedule", "TRP1+Nu, e = 0.02, paper's schedule"}
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
