@@ -221,6 +221,37 @@ def test_ddp_two_cpu_processes_agree(tiny_folder, tmp_path):
     assert summary["decomposed"]["layers_decomposed"] > 0
 
 
+TEARDOWN_SCRIPT = """
+import os, torch
+from trp.train.runtime import start_runtime
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+before = threads()
+runtime = start_runtime("cpu")
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))
+model(torch.randn(2, 3)).sum().backward()
+del model
+runtime.close()
+print(f"rank {runtime.rank}: threads {before} before the process group, {threads()} after close", flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc (Linux only)")
+def test_ddp_teardown_stops_gloo_threads(tmp_path):
+    """After a DDP step, Runtime.close must free the process group: gloo's threads must not
+    outlive it into interpreter exit, where they can abort a finished run."""
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = re.findall(r"rank \d: threads (\d+) before the process group, (\d+) after close", result.stdout)
+    assert len(counts) == 2, result.stdout
+    assert all(before == after for before, after in counts), result.stdout
+
+
 def test_bf16_and_channels_last_run(tiny_folder, tmp_path):
     overrides = tiny_overrides(tiny_folder, tmp_path / "bf16", **{"optim.epochs": 1, "run.bf16": True, "run.channels_last": True})
     summary = run_training(load_train_config(None, overrides))

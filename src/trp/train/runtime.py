@@ -64,6 +64,17 @@ def _select_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def _import_dynamo() -> None:
+    """Import ``torch._dynamo`` before the process group exists.
+
+    DistributedDataParallel imports it on first use; imported after ``init_process_group``,
+    it keeps references to the default group, so ``destroy_process_group`` cannot free it and
+    gloo's threads live on into interpreter exit, where now and then they abort the process
+    ("terminate called without an active exception") after the run has finished
+    (torch 2.13; ``tests/test_train.py::test_ddp_teardown_stops_gloo_threads``)."""
+    import torch._dynamo  # noqa: F401
+
+
 def start_runtime(device: str) -> Runtime:
     """Select the device; under torchrun (``WORLD_SIZE > 1``) join the process group
     (NCCL on CUDA, gloo on CPU)."""
@@ -74,5 +85,6 @@ def start_runtime(device: str) -> Runtime:
     if world_size > 1:
         if selected.type == "cuda":
             torch.cuda.set_device(selected)
+        _import_dynamo()
         dist.init_process_group("nccl" if selected.type == "cuda" else "gloo")
     return Runtime(selected, rank, world_size)
