@@ -188,8 +188,8 @@ def test_bad_calls_get_clear_errors():
 
 
 def test_ddp_wrapped_model_is_refused(tmp_path):
-    # Imported before the group, as trp.train.runtime does: DDP's own import of it, after,
-    # would keep the group and gloo's threads alive until pytest exits.
+    # Imported before the group, as trp.train.runtime does: imported by DDP, after it, its
+    # torch.distributed.nn.functional would hold the group (and gloo's threads) until pytest exits.
     import torch._dynamo  # noqa: F401
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)

@@ -222,7 +222,7 @@ def test_ddp_two_cpu_processes_agree(tiny_folder, tmp_path):
 
 
 TEARDOWN_SCRIPT = """
-import os, torch
+import os, sys, time, torch
 from trp.train.runtime import start_runtime
 
 def threads():
@@ -234,7 +234,10 @@ model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))
 model(torch.randn(2, 3)).sum().backward()
 del model
 runtime.close()
-print(f"rank {runtime.rank}: threads {before} before the process group, {threads()} after close", flush=True)
+deadline = time.monotonic() + 2.0  # a joined thread leaves /proc a moment after the join returns
+while threads() != before and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.stdout.write(f"rank {runtime.rank}: threads {before} before the process group, {threads()} after close\\n")
 """
 
 

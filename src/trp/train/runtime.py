@@ -65,13 +65,16 @@ def _select_device(name: str, local_rank: int) -> torch.device:
 
 
 def _import_dynamo() -> None:
-    """Import ``torch._dynamo`` before the process group exists.
+    """Import ``torch._dynamo`` (and with it ``torch.distributed.nn.functional``) before the
+    process group exists.
 
-    DistributedDataParallel imports it on first use; imported after ``init_process_group``,
-    it keeps references to the default group, so ``destroy_process_group`` cannot free it and
-    gloo's threads live on into interpreter exit, where now and then they abort the process
-    ("terminate called without an active exception") after the run has finished
-    (torch 2.13; ``tests/test_train.py::test_ddp_teardown_stops_gloo_threads``)."""
+    DistributedDataParallel imports ``torch._dynamo`` on first construction, and through it
+    ``torch.distributed.nn.functional``, whose ten collectives default to ``group=group.WORLD``,
+    evaluated at import. Imported after ``init_process_group``, those defaults hold the group, so
+    ``destroy_process_group`` cannot free it and gloo's threads live on into interpreter exit,
+    where now and then they abort a finished run ("terminate called without an active
+    exception"; torch 2.13, ``tests/test_train.py::test_ddp_teardown_stops_gloo_threads``).
+    Imported first, the defaults are None."""
     import torch._dynamo  # noqa: F401
 
 
