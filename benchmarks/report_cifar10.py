@@ -154,6 +154,11 @@ PAPER_SCHEDULE_RUNS = {
     "trp1-nu-paper": ("trp1-nu", ()),
 }
 PAPER_SCHEDULE_BASELINE = "baseline-paper"
+# Is it TRP's training or the architecture it finds? The ranks a TRP+Nu run ended with, trained from
+# scratch with no TRP on the baseline's schedule (the "from scratch" control of pruning studies; the
+# factorized layers start as the truncated SVD of a fresh initialization): run -> the TRP run.
+FACTORIZED_RUNS = {"trp2-nu-e0.01-factorized": "trp2-nu-e0.01", "trp1-nu-factorized": "trp1-nu"}
+KEEP_ALL_ENERGY = "energy:0.000001"  # decomposes a factorized run's dense product back to its ranks
 
 
 def paper_schedule_config(run: str):
@@ -176,7 +181,12 @@ PAPER_SCHEDULE_SWEEPS = {
 
 def variant_of(run: str) -> tuple[str, list[str]]:
     """The committed config's method a run trains, and the overrides that make it this run (a
-    SCHEDULE_LENGTH_RUNS run changes the epochs, a SEED_RUNS run the seed, any other none)."""
+    SCHEDULE_LENGTH_RUNS run changes the epochs, a SEED_RUNS run the seed, a FACTORIZED_RUNS run
+    trains the baseline's config at its TRP run's ranks (``model.plan``, which the caller adds),
+    any other none)."""
+    if run in FACTORIZED_RUNS:
+        scheme = _config(FACTORIZED_RUNS[run]).decompose.scheme
+        return "baseline", [f"decompose.scheme={json.dumps(scheme)}", f"decompose.criterion={json.dumps(KEEP_ALL_ENERGY)}"]
     if run in SCHEDULE_LENGTH_RUNS:
         source, epochs = SCHEDULE_LENGTH_RUNS[run]
         return source, [f"optim.epochs={epochs}"]
@@ -461,6 +471,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
     lines += _schedule_length_text(results)
     lines += _paper_schedule_text(results)
     lines += _seed_text(results)
+    lines += _factorized_text(results)
     lines += _fit_text(results)
     lines += _authors_count_text(results)
     lines += _data_fit_text(results)
@@ -582,6 +593,48 @@ def _seed_text(results: Results) -> list[str]:
             "initial weights, data order and augmentation; nothing else changed), each compared with the baseline "
             f"trained with the same seed. The main table's runs have seed {SEEDS.planned('baseline')}.", "",
             *table, "", *(f"- {line}" for line in spreads + verdicts)]
+
+
+def _factorized_text(results: Results) -> list[str]:
+    """FACTORIZED_RUNS: each TRP+Nu run's ranks trained from scratch with no TRP, beside the
+    TRP run (is the accuracy TRP's training or the architecture it finds?)."""
+    base = results.summary("baseline")
+    reference = _pct(base, "dense")
+    lines, notes = [], []
+    for run, source in FACTORIZED_RUNS.items():
+        summary, trp_summary, label = results.summary(run), results.summary(source), TRAINED[source]
+        scheme = _config(source).decompose.scheme
+        if summary is None or trp_summary is None:
+            lines.append(f"| {label} | {scheme} | not finished | | | | | | | |")
+            continue
+        low, trp_low = summary["decomposed"], trp_summary["decomposed"]
+        top1, trp_top1 = 100 * low["accuracy"], 100 * trp_low["accuracy"]
+        trained = results.train_epochs(run)
+        lines.append(f"| {label} | {scheme} | {_x(low['conv_speedup'])} | {low['params']:,} | "
+                     f"{_f(100 * trained[-1]['train_accuracy']) if trained else ''} | {_f(top1)} | {_f(trp_top1)} | "
+                     f"{top1 - trp_top1:+.2f} | {_d(top1, reference)} | {_f(_hours(summary))} |")
+        differing = sorted(name for name in set(summary["ranks"]) | set(trp_summary["ranks"])
+                           if summary["ranks"].get(name) != trp_summary["ranks"].get(name))
+        ranks = ("the decomposition gave back every planned rank" if not differing
+                 else f"the decomposition's ranks differ from the plan's at {', '.join(differing)}")
+        points_below, least = TARGET_BY_SCHEME[scheme]
+        band = "inside" if meets_target(top1, reference, low["conv_speedup"], scheme) else "outside"
+        notes.append(f"{label}'s ranks trained from scratch: {top1:.2f} % at {low['conv_speedup']:.2f}x, "
+                     f"{top1 - trp_top1:+.2f} points against the TRP run's {trp_top1:.2f} % ({ranks}); "
+                     f"{top1 - reference:+.2f} against our baseline, {band} the {scheme} target's band (at most "
+                     f"{points_below} below at >= {least}x), which judges TRP runs only.")
+    return ["", "### The ranks TRP found, trained from scratch", "",
+            "Each listed TRP+Nu run's final ranks (`ranks` in its summary), trained with no TRP from a fresh "
+            "initialization on the baseline's config and schedule (`FACTORIZED_RUNS` in "
+            "`benchmarks/report_cifar10.py`; `model.plan`: each factorized layer starts as the truncated SVD of a "
+            "freshly initialized dense layer at its rank). After training the factors are multiplied back and "
+            f"decomposed at {KEEP_ALL_ENERGY.replace('energy:', 'e = ')}, which keeps every non-zero singular value, "
+            "so dense and decomposed top-1 are one figure. This is the \"from scratch\" control of pruning studies: "
+            "does TRP's training reach more accuracy at its ranks than training that architecture directly?", "",
+            "| ranks of | scheme | conv MAC speed-up | params | train top-1 | top-1, from scratch | top-1, the TRP run | "
+            "from scratch - TRP | change vs our baseline | training h |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *lines, "", *(f"- {note}" for note in notes)]
 
 
 PAPER_SCHEDULE_EPOCHS = (1, 10, 20, 40, 60, 82, 83, 100, 122, 123, 140, 164)  # table rows: around each lr drop

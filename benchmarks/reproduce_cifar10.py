@@ -44,11 +44,12 @@ from pathlib import Path
 from trp.criteria import EnergyCriterion
 from trp.data import load_dataset
 from trp.data.download import extract_tar
+from trp.plan import PlanEntry, RankPlan
 from trp.train import load_train_config, run_training
 from trp.train.run import has_saved_state
 from trp.train.sweep import run_sweep
 
-from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, LAYER,
+from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, FACTORIZED_RUNS, LAYER,
                             PAPER_SCHEDULE_RUNS, PAPER_SCHEDULE_SWEEPS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS,
                             SEED_RUNS, config_path, variant_of, write_report)
 
@@ -67,6 +68,7 @@ METHODS = (
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths
     *SEED_RUNS,  # the baseline and the nearest miss with other seeds
     *PAPER_SCHEDULE_RUNS,  # the baseline and TRP+Nu on the paper's 164 epochs (about 5 hours each on two cores)
+    *FACTORIZED_RUNS,  # the ranks TRP+Nu found, trained from scratch with no TRP
 )
 # Methods that fine-tune the decomposed baseline: one run per conv-MAC speed-up target, no sweep.
 BASIC_FT_SPEEDUPS = {
@@ -140,9 +142,26 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
             if not baseline.exists():
                 raise SystemExit(f"{method} starts from the trained baseline, and {baseline} does not exist yet: run the baseline first.")
             overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
+        if method in FACTORIZED_RUNS:
+            overrides.append(f"model.plan={json.dumps(str(write_plan(FACTORIZED_RUNS[method], work)))}")
         if not (run_dir / "summary.json").exists():
             run_training(load_train_config(config_file, overrides), resume=has_saved_state(run_dir))
         copy_small_files(run_dir, RESULTS / name)
+
+
+def write_plan(trp_run: str, work: Path) -> Path:
+    """The rank plan of a finished TRP run, from its committed summary (every conv layer it
+    decomposed, at its rank, by its scheme), written to ``work/plans/<run>.json``."""
+    summary_path = RESULTS / trp_run / "summary.json"
+    if not summary_path.exists():
+        raise SystemExit(f"{summary_path} does not exist: train {trp_run} first (its ranks are the plan).")
+    summary = json.loads(summary_path.read_text())
+    scheme = summary["config"]["decompose"]["scheme"]
+    plan = RankPlan([PlanEntry(name, scheme, rank) for name, rank in summary["ranks"].items()])
+    path = work / "plans" / f"{trp_run}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan.to_json() + "\n")
+    return path
 
 
 def copy_small_files(run_dir: Path, target: Path) -> None:

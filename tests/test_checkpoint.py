@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from trp import DecomposeConfig, RankPlan, apply_plan_, decompose_
-from trp.checkpoint import CheckpointError, load_decomposed, read_checkpoint, save_checkpoint
+from trp import DecomposeConfig, RankPlan, apply_plan_, decompose_, densify_
+from trp.checkpoint import CheckpointError, load_decomposed, read_checkpoint, read_rank_plan, save_checkpoint
 from trp.criteria import EnergyCriterion, FixedRankCriterion
+from trp.layers import FactorizedLayer
 from trp.models import create_model
 from trp.plan import PlanEntry
 
@@ -139,3 +140,53 @@ def test_save_is_atomic_and_checks_the_directory(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]  # no temporary file left
     with pytest.raises(CheckpointError, match="does not exist"):
         save_checkpoint(tmp_path / "missing" / "b.pt", model)
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_a_plan_from_dense_weights_is_their_truncated_svd_and_densify_inverts_it(scheme):
+    """``apply_plan_(from_dense_weights=True)`` gives each layer the best rank-r approximation
+    of its dense weight (Eckart-Young: the error is the dropped singular values, checked in
+    float64 against ``torch.linalg.svdvals``); ``densify_`` turns the layers back into dense
+    ones computing the same function, shared modules staying shared."""
+    torch.manual_seed(0)
+    model = Nested().double().eval()
+    dense_weights = {name: model.get_submodule(name).weight.detach().clone() for name in ("stem", "body.1.down", "head")}
+    plan = RankPlan([PlanEntry("stem", scheme, 2), PlanEntry("body.0.0", scheme, 3, ("again",)),
+                     PlanEntry("body.1.down", scheme, 5), PlanEntry("head", "linear", 4)])
+    apply_plan_(model, plan, from_dense_weights=True)
+    assert model.again is model.body[0][0] and model.again.rank == 3
+    for name, rank in (("stem", 2), ("body.1.down", 5), ("head", 4)):
+        layer, weight = model.get_submodule(name), dense_weights[name]
+        error = (layer.dense_weight() - weight).flatten()
+        singular = torch.linalg.svdvals(type(layer).dense_matrix(_with_weight(weight)))
+        assert error.norm().item() == pytest.approx(singular[0, rank:].norm().item(), rel=1e-9)
+    x = example(torch.float64)
+    expected = model(x)
+    densify_(model)
+    assert not any(isinstance(module, FactorizedLayer) for module in model.modules())
+    assert type(model.stem) is nn.Conv2d and type(model.head) is nn.Linear and model.again is model.body[0][0]
+    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def _with_weight(weight: torch.Tensor) -> nn.Module:
+    """A dense layer holding ``weight`` (to reshape it as a factorized class does)."""
+    out_features, in_features = weight.shape[:2]
+    layer = nn.Conv2d(in_features, out_features, tuple(weight.shape[2:])) if weight.dim() == 4 else nn.Linear(in_features, out_features)
+    layer.weight = nn.Parameter(weight)
+    return layer
+
+
+def test_rank_plans_are_read_from_json_or_a_decomposed_checkpoint(tmp_path):
+    model = Nested()
+    report = decompose_(model, DecomposeConfig(criterion=FixedRankCriterion(3)), example())
+    save_checkpoint(tmp_path / "low.pt", model, report.plan)
+    (tmp_path / "plan.json").write_text(report.plan.to_json())
+    assert read_rank_plan(tmp_path / "low.pt") == report.plan == read_rank_plan(tmp_path / "plan.json")
+    save_checkpoint(tmp_path / "dense.pt", Nested(), None)
+    with pytest.raises(CheckpointError, match="holds no rank plan"):
+        read_rank_plan(tmp_path / "dense.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_rank_plan(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="bad.json: rank plan is not valid JSON"):
+        read_rank_plan(tmp_path / "bad.json")

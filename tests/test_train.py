@@ -180,6 +180,7 @@ def test_overrides_are_typed(tmp_path):
         (["decompose.target_speedup=2", "decompose.criterion=rank:4"], "must be one of"),
         (["optim.epochs=0", "model.checkpoint=x.pt", "trp.enabled=true"], "set trp.enabled = false"),
         (["decompose.fit_on_data=-1"], "number of training images"),
+        (["model.plan=plan.json", "trp.enabled=true"], "model.plan trains a factorized net"),
         (["decompose.fit_on_data=64", "decompose.scheme=spatial"], "needs decompose.scheme = 'channel'"),
     ],
 )
@@ -325,6 +326,30 @@ def test_start_checkpoint_must_be_dense_and_batches_must_fit(tiny_folder, tmp_pa
     with pytest.raises(ValueError, match="larger than the 48 training images"):
         run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "b", **{"data.batch_size": 500})))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_plan_trains_the_factorized_net_which_decomposes_back_to_the_plan(tiny_folder, tmp_path):
+    """``model.plan``: the net trains at the planned ranks (and resumes exactly), is saved dense,
+    and a criterion keeping all non-zero energy decomposes it back to the plan's ranks and MACs."""
+    fresh = create_model("resnet20", num_classes=2)
+    report = trp.decompose_(fresh, trp.DecomposeConfig(scheme="spatial", criterion=trp.FixedRankCriterion(2),
+                                                       decompose_linear=False), torch.zeros(1, 3, 12, 12))
+    trp.save_checkpoint(tmp_path / "plan.pt", fresh, report.plan)
+    settings = {"model.plan": str(tmp_path / "plan.pt"), "trp.enabled": False, "decompose.scheme": "spatial",
+                "decompose.criterion": "energy:0.000001"}
+    straight = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "straight", **settings)))
+    split = load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "split", **settings, **{"run.stop_after_epochs": 1}))
+    with pytest.raises(RunInterrupted):
+        run_training(split)
+    assert any(key.endswith("layer1.0.conv1.first.weight") for key in torch.load(tmp_path / "split" / "last.pt")["model"])
+    split.run.stop_after_epochs = 0
+    resumed = run_training(split, resume=True)
+    assert resumed["dense"] == straight["dense"] and straight["method"] == "factorized"
+    assert straight["ranks"] == {entry.name: 2 for entry in report.plan.layers}
+    assert straight["decomposed"]["conv_macs"] == report.conv_macs_after
+    assert straight["decomposed"]["accuracy"] == straight["dense"]["accuracy"]
+    dense = read_checkpoint(tmp_path / "straight" / "dense.pt")
+    assert dense.plan is None and torch.linalg.matrix_rank(dense.state_dict["layer3.2.conv2.weight"].permute(1, 2, 0, 3).reshape(64 * 3, -1)) == 2
 
 
 def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_folder, tmp_path):

@@ -26,7 +26,7 @@ from .plan import PlanEntry, RankPlan
 from .rank_training import TRPConfig, TRPHandle, attach_trp
 from .report import DecompositionReport, LayerReport
 from .response_fit import LayerFit, decompose_on_data_
-from .surgery import apply_plan_, decompose_
+from .surgery import apply_plan_, decompose_, densify_
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ __all__ = [
     "decompose_on_data_",
     "LayerFit",
     "apply_plan_",
+    "densify_",
     "attach_trp",
     "TRPConfig",
     "TRPHandle",

@@ -40,6 +40,7 @@ __all__ = [
     "load_state_dict_",
     "check_state_dict_fits",
     "load_decomposed",
+    "read_rank_plan",
     "atomic_torch_save",
     "torch_load_weights",
 ]
@@ -182,6 +183,24 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         model=_json_field(data, "model", path),
         metadata=_json_field(data, "metadata", path) or {},
     )
+
+
+def read_rank_plan(path: str | os.PathLike) -> RankPlan:
+    """The rank plan in ``path``: a ``.json`` file as :meth:`RankPlan.to_json` writes it, or
+    a trp checkpoint of a decomposed model (e.g. a run's ``decomposed.pt``)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        plan = read_checkpoint(path).plan
+        if plan is None:
+            raise CheckpointError(f"{path} holds no rank plan (it is a dense checkpoint): give a decomposed "
+                                  "checkpoint, such as a run's decomposed.pt, or a rank-plan JSON file.")
+        return plan
+    if not path.is_file():
+        raise CheckpointError(f"rank plan {path} does not exist (or is not a file); check the path.")
+    try:
+        return RankPlan.from_json(path.read_text())
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def load_state_dict_(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:

@@ -20,7 +20,7 @@ from .layers import FACTORIZED_CONVS, FactorizedLayer, LowRankLinear, unsupporte
 from .plan import RankPlan
 from .report import DecompositionReport, LayerReport
 
-__all__ = ["decompose_", "apply_plan_", "factorizable_layers", "factorized_class_for", "FilterFn"]
+__all__ = ["decompose_", "apply_plan_", "densify_", "factorizable_layers", "factorized_class_for", "FilterFn"]
 
 FilterFn = Callable[[nn.Module, str], bool]
 _LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -250,11 +250,13 @@ def _decompose_one(
     return report, layer
 
 
-def apply_plan_(model: nn.Module, plan: RankPlan) -> nn.Module:
+def apply_plan_(model: nn.Module, plan: RankPlan, from_dense_weights: bool = False) -> nn.Module:
     """Rebuild the factorized layers named by ``plan`` in the dense ``model``, in place.
 
-    The new layers have the planned ranks and freshly initialized weights: load the
-    decomposed state dict afterwards (see :func:`trp.load_decomposed`).
+    The new layers have the planned ranks. Their weights are zero, to be overwritten by a
+    decomposed state dict (see :func:`trp.load_decomposed`), unless ``from_dense_weights``:
+    then each is the truncated SVD of the dense layer it replaces, at the planned rank (so a
+    freshly initialized dense net becomes a freshly initialized factorized one).
 
     Raises:
         ValueError: a planned layer is missing, has another type, or cannot take the rank;
@@ -291,9 +293,27 @@ def apply_plan_(model: nn.Module, plan: RankPlan) -> nn.Module:
         for alias in entry.aliases:
             if _lookup(model, alias) is not module:
                 raise ValueError(f"the rank plan says {alias!r} shares {entry.name!r}, but in this model it does not.")
-        replacements.append(([entry.name, *entry.aliases], factorized_class.like(module, entry.rank)))
+        layer = (factorized_class.from_dense(module, FixedRankCriterion(entry.rank)) if from_dense_weights
+                 else factorized_class.like(module, entry.rank))
+        replacements.append(([entry.name, *entry.aliases], layer))
     for names, layer in replacements:
         _replace(model, names, layer)
+    return model
+
+
+def densify_(model: nn.Module) -> nn.Module:
+    """Replace every factorized layer of ``model`` by the dense layer it computes, in place
+    (the inverse of :func:`decompose_`, exact up to float rounding; a layer shared under
+    several names stays shared)."""
+    _refuse_wrapped(model)
+    names_by_layer: dict[int, list[str]] = {}
+    layers: dict[int, FactorizedLayer] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, FactorizedLayer):
+            names_by_layer.setdefault(id(module), []).append(name)
+            layers[id(module)] = module
+    for key, layer in layers.items():
+        _replace(model, names_by_layer[key], layer.to_dense())
     return model
 
 

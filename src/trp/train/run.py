@@ -1,6 +1,8 @@
 """A whole ``trp train`` run: train (optionally with TRP), decompose with no fine-tuning,
 evaluate both, optionally fine-tune the decomposed net, save and summarize. With
 ``optim.epochs = 0`` the run skips training and decomposes ``model.checkpoint`` as it is.
+With ``model.plan`` the net trains factorized at the plan's ranks, and is multiplied back to
+dense weights before it is saved and decomposed.
 
 Files written to ``run.out_dir`` (by the main process only):
 
@@ -28,14 +30,15 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_decomposed, read_checkpoint, save_checkpoint
+from ..checkpoint import load_decomposed, read_checkpoint, read_rank_plan, save_checkpoint
 from ..config import DecomposeConfig
 from ..counting import count_macs
 from ..data import ImageDataset, TensorLoader, calibration_batches, load_dataset
 from ..models import create_model
 from ..rank_training import TRPHandle, attach_trp, criterion_ranks
 from ..response_fit import decompose_on_data_, fit_record, fit_table
-from ..surgery import decompose_
+from ..plan import RankPlan
+from ..surgery import apply_plan_, decompose_, densify_
 from ..target import criterion_for_speedup
 from .config import OptimSection, TrainConfig
 from .loop import Batches, TrainingDiverged, evaluate, train_epoch
@@ -67,10 +70,13 @@ class RunInterrupted(Exception):
 
 
 def method_label(config: TrainConfig) -> str:
-    """``baseline``, ``basic`` (a checkpoint decomposed without training), ``Nu`` (nuclear
-    norm alone), ``TRP1``, ``TRP2+Nu``, ..."""
+    """``baseline``, ``basic`` (a checkpoint decomposed without training), ``factorized``
+    (trained at the ranks of ``model.plan``), ``Nu`` (nuclear norm alone), ``TRP1``,
+    ``TRP2+Nu``, ..."""
     if config.optim.epochs == 0:
         return "basic"
+    if config.model.plan:
+        return "factorized"
     if not config.trp.enabled:
         return "baseline"
     scheme = "TRP1" if config.decompose.scheme == "channel" else "TRP2"
@@ -96,15 +102,19 @@ def _model_kwargs(config: TrainConfig, dataset: ImageDataset) -> dict[str, int]:
     return {"num_classes": config.model.num_classes or dataset.num_classes, "in_channels": dataset.input_size[0]}
 
 
-def _build_model(config: TrainConfig, dataset: ImageDataset, runtime: Runtime) -> nn.Module:
+def _build_model(config: TrainConfig, dataset: ImageDataset, runtime: Runtime, plan: RankPlan | None) -> nn.Module:
+    """The dense net (from ``model.checkpoint`` if given), factorized as ``plan`` says."""
     model = create_model(config.model.name, **_model_kwargs(config, dataset))
     if config.model.checkpoint:
         if read_checkpoint(config.model.checkpoint).plan is not None:
             raise ValueError(
                 f"model.checkpoint {config.model.checkpoint} holds a decomposed model (it has a rank plan); "
-                "trp train trains dense models: start from the dense checkpoint (e.g. dense.pt of a run)."
+                "trp train starts from dense weights: give the dense checkpoint (e.g. dense.pt of a run), "
+                "and this one as model.plan to train at its ranks."
             )
         load_decomposed(config.model.checkpoint, model)
+    if plan is not None:
+        apply_plan_(model, plan, from_dense_weights=True)
     model = model.to(runtime.device)
     return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
 
@@ -138,6 +148,7 @@ class _Run:
                 f"images each process gets: lower data.batch_size."
             )
         self.example = torch.zeros(1, *self.dataset.input_size, device=runtime.device)
+        self.plan = read_rank_plan(config.model.plan) if config.model.plan else None
         if config.decompose.fit_on_data > len(self.dataset.train):
             raise ValueError(f"decompose.fit_on_data = {config.decompose.fit_on_data} asks for more than the "
                              f"{len(self.dataset.train):,} training images: lower it to at most that.")
@@ -233,7 +244,7 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         raise ValueError(f"--resume: neither {state_path} nor {run.out / FINETUNE_STATE} exists, so there is nothing "
                          "to resume; drop --resume.")
     torch.manual_seed(config.run.seed)
-    model = _build_model(config, run.dataset, runtime)
+    model = _build_model(config, run.dataset, runtime, run.plan)
     if config.target_family() is not None:  # an unreachable target fails now, not after training
         _final_decompose_config(config, model, run.example)
     if config.optim.epochs == 0:  # decompose the checkpoint as it is (validate() required one)
@@ -429,6 +440,8 @@ def run_training(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         start = time.perf_counter()
         model, elapsed = _train(run, resume)
         run.log(f"training took {time.perf_counter() - start:.0f} s in this invocation")
+        if run.plan is not None:  # decomposed below like any trained net, at the ranks the criterion finds
+            densify_(model)
         return _finish(run, model, elapsed)
     finally:
         runtime.close()
