@@ -35,6 +35,7 @@ from trp.plots import plot_accuracy_vs_speedup, plot_rank_dynamics, plot_spectra
 from trp.surgery import apply_plan_, factorized_class_for
 from trp.train import load_train_config
 from trp.train.config import OptimSection
+from trp.train.planned import PLAN_ENERGY
 from trp.train.schedule import lr_factor_fn
 
 from results_markdown import RESULTS_MD, replace_section
@@ -158,7 +159,6 @@ PAPER_SCHEDULE_BASELINE = "baseline-paper"
 # scratch with no TRP on the baseline's schedule (the "from scratch" control of pruning studies; the
 # factorized layers start as the truncated SVD of a fresh initialization): run -> the TRP run.
 FACTORIZED_RUNS = {"trp2-nu-e0.01-factorized": "trp2-nu-e0.01", "trp1-nu-factorized": "trp1-nu"}
-KEEP_ALL_ENERGY = "energy:0.000001"  # decomposes a factorized run's dense product back to its ranks
 
 
 def paper_schedule_config(run: str):
@@ -182,11 +182,10 @@ PAPER_SCHEDULE_SWEEPS = {
 def variant_of(run: str) -> tuple[str, list[str]]:
     """The committed config's method a run trains, and the overrides that make it this run (a
     SCHEDULE_LENGTH_RUNS run changes the epochs, a SEED_RUNS run the seed, a FACTORIZED_RUNS run
-    trains the baseline's config at its TRP run's ranks (``model.plan``, which the caller adds),
-    any other none)."""
+    trains the baseline's config at its TRP run's ranks and scheme (``model.plan``, which the caller
+    adds), any other none)."""
     if run in FACTORIZED_RUNS:
-        scheme = _config(FACTORIZED_RUNS[run]).decompose.scheme
-        return "baseline", [f"decompose.scheme={json.dumps(scheme)}", f"decompose.criterion={json.dumps(KEEP_ALL_ENERGY)}"]
+        return "baseline", [f"decompose.scheme={json.dumps(_config(FACTORIZED_RUNS[run]).decompose.scheme)}"]
     if run in SCHEDULE_LENGTH_RUNS:
         source, epochs = SCHEDULE_LENGTH_RUNS[run]
         return source, [f"optim.epochs={epochs}"]
@@ -628,8 +627,8 @@ def _factorized_text(results: Results) -> list[str]:
             "initialization on the baseline's config and schedule (`FACTORIZED_RUNS` in "
             "`benchmarks/report_cifar10.py`; `model.plan`: each factorized layer starts as the truncated SVD of a "
             "freshly initialized dense layer at its rank). After training the factors are multiplied back and "
-            f"decomposed at {KEEP_ALL_ENERGY.replace('energy:', 'e = ')}, which keeps every non-zero singular value, "
-            "so dense and decomposed top-1 are one figure. This is the \"from scratch\" control of pruning studies: "
+            f"decomposed at the plan, keeping all but {PLAN_ENERGY:g} of each layer's energy (float rounding beyond "
+            "its rank), so dense and decomposed top-1 are one figure. This is the \"from scratch\" control of pruning studies: "
             "does TRP's training reach more accuracy at its ranks than training that architecture directly?", "",
             "| ranks of | scheme | conv MAC speed-up | params | train top-1 | top-1, from scratch | top-1, the TRP run | "
             "from scratch - TRP | change vs our baseline | training h |",

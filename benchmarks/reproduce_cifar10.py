@@ -158,6 +158,9 @@ def write_plan(trp_run: str, work: Path) -> Path:
     if not summary_path.exists():
         raise SystemExit(f"{summary_path} does not exist: train {trp_run} first (its ranks are the plan).")
     summary = json.loads(summary_path.read_text())
+    if summary["config"]["decompose"]["decompose_linear"]:
+        raise SystemExit(f"{summary_path}: the run decomposed linear layers too, and its summary does not say which "
+                         "layers are linear; write the plan from its decomposed.pt instead.")
     scheme = summary["config"]["decompose"]["scheme"]
     plan = RankPlan([PlanEntry(name, scheme, rank) for name, rank in summary["ranks"].items()])
     path = work / "plans" / f"{trp_run}.json"

@@ -162,7 +162,9 @@ def test_a_plan_from_dense_weights_is_their_truncated_svd_and_densify_inverts_it
         assert error.norm().item() == pytest.approx(singular[0, rank:].norm().item(), rel=1e-9)
     x = example(torch.float64)
     expected = model(x)
+    model.head.requires_grad_(False)
     densify_(model)
+    assert not model.head.weight.requires_grad and model.stem.weight.requires_grad
     assert not any(isinstance(module, FactorizedLayer) for module in model.modules())
     assert type(model.stem) is nn.Conv2d and type(model.head) is nn.Linear and model.again is model.body[0][0]
     torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)

@@ -181,6 +181,7 @@ def test_overrides_are_typed(tmp_path):
         (["optim.epochs=0", "model.checkpoint=x.pt", "trp.enabled=true"], "set trp.enabled = false"),
         (["decompose.fit_on_data=-1"], "number of training images"),
         (["model.plan=plan.json", "trp.enabled=true"], "model.plan trains a factorized net"),
+        (["model.plan=plan.json", "decompose.target_speedup=2"], "leave decompose.target_speedup"),
         (["decompose.fit_on_data=64", "decompose.scheme=spatial"], "needs decompose.scheme = 'channel'"),
     ],
 )
@@ -329,27 +330,60 @@ def test_start_checkpoint_must_be_dense_and_batches_must_fit(tiny_folder, tmp_pa
 
 
 def test_a_plan_trains_the_factorized_net_which_decomposes_back_to_the_plan(tiny_folder, tmp_path):
-    """``model.plan``: the net trains at the planned ranks (and resumes exactly), is saved dense,
-    and a criterion keeping all non-zero energy decomposes it back to the plan's ranks and MACs."""
+    """``model.plan``: the net trains at the planned ranks (logged per epoch; resumes exactly, and
+    refuses a changed plan), is saved dense, and is decomposed at the plan: its ranks and MACs,
+    whatever ``[decompose]``'s criterion says."""
     fresh = create_model("resnet20", num_classes=2)
     report = trp.decompose_(fresh, trp.DecomposeConfig(scheme="spatial", criterion=trp.FixedRankCriterion(2),
                                                        decompose_linear=False), torch.zeros(1, 3, 12, 12))
-    trp.save_checkpoint(tmp_path / "plan.pt", fresh, report.plan)
+    trp.save_checkpoint(tmp_path / "plan.pt", fresh, report.plan, {"name": "resnet20", "kwargs": {"num_classes": 2}})
     settings = {"model.plan": str(tmp_path / "plan.pt"), "trp.enabled": False, "decompose.scheme": "spatial",
-                "decompose.criterion": "energy:0.000001"}
+                "decompose.criterion": "energy:0.3"}
     straight = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "straight", **settings)))
     split = load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "split", **settings, **{"run.stop_after_epochs": 1}))
     with pytest.raises(RunInterrupted):
         run_training(split)
     assert any(key.endswith("layer1.0.conv1.first.weight") for key in torch.load(tmp_path / "split" / "last.pt")["model"])
-    split.run.stop_after_epochs = 0
+    changed = tmp_path / "changed.json"
+    changed.write_text(trp.RankPlan([trp.PlanEntry(e.name, e.kind, 3) for e in report.plan.layers]).to_json())
+    split.model.plan = str(changed)
+    with pytest.raises(CheckpointError, match=r"plan.conv1: 'spatial:2' -> 'spatial:3'"):
+        run_training(split, resume=True)
+    split.model.plan, split.run.stop_after_epochs = str(tmp_path / "plan.pt"), 0
     resumed = run_training(split, resume=True)
     assert resumed["dense"] == straight["dense"] and straight["method"] == "factorized"
     assert straight["ranks"] == {entry.name: 2 for entry in report.plan.layers}
     assert straight["decomposed"]["conv_macs"] == report.conv_macs_after
     assert straight["decomposed"]["accuracy"] == straight["dense"]["accuracy"]
+    metrics = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["ranks"] == straight["ranks"]
     dense = read_checkpoint(tmp_path / "straight" / "dense.pt")
     assert dense.plan is None and torch.linalg.matrix_rank(dense.state_dict["layer3.2.conv2.weight"].permute(1, 2, 0, 3).reshape(64 * 3, -1)) == 2
+
+
+def test_bad_plans_fail_before_anything_is_written(tiny_folder, tmp_path):
+    fresh = create_model("resnet20", num_classes=2)
+    report = trp.decompose_(fresh, trp.DecomposeConfig(scheme="spatial", criterion=trp.FixedRankCriterion(2)),
+                            torch.zeros(1, 3, 12, 12))
+    trp.save_checkpoint(tmp_path / "plan.pt", fresh, report.plan, {"name": "resnet20", "kwargs": {"num_classes": 2}})
+    (tmp_path / "empty.json").write_text(trp.RankPlan([]).to_json())
+    (tmp_path / "ten.json").write_text(trp.RankPlan([trp.PlanEntry("fc", "linear", 5)]).to_json())
+    trp.save_checkpoint(tmp_path / "dense.pt", create_model("resnet20", num_classes=2))
+    cases = {
+        "missing.json": ("model.plan: rank plan .* does not exist", {}),
+        "dense.pt": ("holds no rank plan", {}),
+        "empty.json": ("factorizes no layer", {}),
+        "ten.json": ("above its full rank 2 .* with 2 classes", {}),
+        "plan.pt": ("was made from a resnet20, and this run trains a resnet32", {"model.name": "resnet32"}),
+    }
+    for name, (message, extra) in cases.items():
+        settings = {"model.plan": str(tmp_path / name), "trp.enabled": False, "decompose.scheme": "spatial", **extra}
+        with pytest.raises(ValueError, match=message):
+            run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "out", **settings)))
+    with pytest.raises(ValueError, match="another scheme than decompose.scheme = 'channel'"):
+        run_training(load_train_config(None, tiny_overrides(
+            tiny_folder, tmp_path / "out", **{"model.plan": str(tmp_path / "plan.pt"), "trp.enabled": False})))
+    assert not (tmp_path / "out").exists()
 
 
 def test_zero_epochs_decomposes_a_checkpoint_at_a_target_and_finetunes(tiny_folder, tmp_path):

@@ -189,7 +189,7 @@ def read_rank_plan(path: str | os.PathLike) -> RankPlan:
     """The rank plan in ``path``: a ``.json`` file as :meth:`RankPlan.to_json` writes it, or
     a trp checkpoint of a decomposed model (e.g. a run's ``decomposed.pt``)."""
     path = Path(path)
-    if path.suffix != ".json":
+    if path.suffix.lower() != ".json":
         plan = read_checkpoint(path).plan
         if plan is None:
             raise CheckpointError(f"{path} holds no rank plan (it is a dense checkpoint): give a decomposed "

@@ -131,13 +131,13 @@ class FactorizedLayer(nn.Module):
         return matrix_to_weight(left @ right, self._dense_weight_shape(), self.scheme)
 
     def to_dense(self) -> nn.Module:
-        """The equivalent dense layer (same device, dtype and train/eval mode)."""
+        """The equivalent dense layer (same device, dtype, train/eval mode and ``requires_grad``)."""
         dense = self._empty_dense()
         with torch.no_grad():
             dense.weight.copy_(self.dense_weight())
             if dense.bias is not None:
                 dense.bias.copy_(self.second.bias)
-        return dense.train(self.training)
+        return dense.train(self.training).requires_grad_(self.second.weight.requires_grad)
 
     @classmethod
     def _check_dense(cls, dense: nn.Module) -> None:

@@ -35,12 +35,12 @@ class ModelSection:
     start from these weights (a trp checkpoint or plain state dict), e.g. to fine-tune;
     ``plan``: train the net factorized at these ranks (a rank-plan JSON as
     :meth:`trp.RankPlan.to_json` writes it, or a trp checkpoint holding one, such as a run's
-    ``decomposed.pt``): each planned layer of the built (or loaded) dense net is replaced by
-    its truncated SVD at the planned rank before training. This trains the architecture a TRP
-    run found with no TRP (the "from scratch" control of pruning studies). After training
-    the factors are multiplied back, so the net is saved, decomposed and swept like any other:
-    a ``[decompose]`` criterion that keeps all non-zero energy (e.g. ``energy:1e-6``) gives
-    back the planned ranks."""
+    ``decomposed.pt``) of this model, whose scheme ``decompose.scheme`` must name: each
+    planned layer of the built (or loaded) dense net is replaced by its truncated SVD at the
+    planned rank before training. This trains the architecture a TRP run found with no TRP
+    (the "from scratch" control of pruning studies). After training the factors are
+    multiplied back, so the net is saved and swept like any other, and it is decomposed at
+    the plan (:mod:`trp.train.planned`)."""
 
     name: str = "resnet20"
     num_classes: int = 0
@@ -182,6 +182,9 @@ class TrainConfig:
         if self.model.plan and (self.trp.enabled or self.optim.epochs == 0):
             raise ValueError("model.plan trains a factorized net as it is, so it needs optim.epochs >= 1 and "
                              "trp.enabled = false (TRP acts on dense layers).")
+        if self.model.plan and (self.decompose.target_speedup or self.decompose.fit_on_data):
+            raise ValueError("model.plan decomposes the trained net at the plan's ranks: leave "
+                             "decompose.target_speedup and decompose.fit_on_data at 0.")
         if self.optim.epochs == 0 and self.trp.enabled:
             raise ValueError("optim.epochs = 0 trains nothing, so TRP cannot act: set trp.enabled = false.")
         if self.trp.enabled:

@@ -2,7 +2,7 @@
 evaluate both, optionally fine-tune the decomposed net, save and summarize. With
 ``optim.epochs = 0`` the run skips training and decomposes ``model.checkpoint`` as it is.
 With ``model.plan`` the net trains factorized at the plan's ranks, and is multiplied back to
-dense weights before it is saved and decomposed.
+dense weights before it is saved and decomposed at the plan (``trp.train.planned``).
 
 Files written to ``run.out_dir`` (by the main process only):
 
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_decomposed, read_checkpoint, read_rank_plan, save_checkpoint
+from ..checkpoint import load_decomposed, read_checkpoint, save_checkpoint
 from ..config import DecomposeConfig
 from ..counting import count_macs
 from ..data import ImageDataset, TensorLoader, calibration_batches, load_dataset
@@ -42,6 +42,7 @@ from ..surgery import apply_plan_, decompose_, densify_
 from ..target import criterion_for_speedup
 from .config import OptimSection, TrainConfig
 from .loop import Batches, TrainingDiverged, evaluate, train_epoch
+from .planned import load_training_plan, plan_config_section, plan_decompose_config, plan_ranks
 from .runtime import Runtime, start_runtime
 from .schedule import lr_factor_fn
 from .state import restore_training_state, save_training_state
@@ -148,10 +149,21 @@ class _Run:
                 f"images each process gets: lower data.batch_size."
             )
         self.example = torch.zeros(1, *self.dataset.input_size, device=runtime.device)
-        self.plan = read_rank_plan(config.model.plan) if config.model.plan else None
+        self.plan = None
+        if config.model.plan:  # checked before anything is trained or written
+            self.plan = load_training_plan(config.model.plan, config.model.name, _model_kwargs(config, self.dataset))
+            if {entry.kind for entry in self.plan.layers} - {"linear", config.decompose.scheme}:
+                raise ValueError(f"model.plan {config.model.plan} factorizes convs by another scheme than "
+                                 f"decompose.scheme = {config.decompose.scheme!r}: set decompose.scheme to the plan's.")
         if config.decompose.fit_on_data > len(self.dataset.train):
             raise ValueError(f"decompose.fit_on_data = {config.decompose.fit_on_data} asks for more than the "
                              f"{len(self.dataset.train):,} training images: lower it to at most that.")
+
+    def saved_config(self) -> dict[str, Any]:
+        """The config saved with the training state (with a plan, the plan too), which a
+        resumed run must match."""
+        config = self.config.to_dict()
+        return {**config, "plan": plan_config_section(self.plan)} if self.plan is not None else config
 
     def log(self, message: str) -> None:
         if self.runtime.is_main:
@@ -246,7 +258,7 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     torch.manual_seed(config.run.seed)
     model = _build_model(config, run.dataset, runtime, run.plan)
     if config.target_family() is not None:  # an unreachable target fails now, not after training
-        _final_decompose_config(config, model, run.example)
+        _final_decompose_config(run, model)
     if config.optim.epochs == 0:  # decompose the checkpoint as it is (validate() required one)
         return model, 0.0
     optimizer = _optimizer(model, config.optim.lr, config.optim)
@@ -258,7 +270,7 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     if resume:
         completed, elapsed = restore_training_state(
             state_path, model=model, optimizer=optimizer, scheduler=scheduler, trp_handle=handle,
-            generators=generators, config=config.to_dict(), changeable=RESUME_CHANGEABLE,
+            generators=generators, config=run.saved_config(), changeable=RESUME_CHANGEABLE,
         )
         if runtime.is_main and completed < config.optim.epochs:
             _truncate_metrics(metrics_path, "train", completed)
@@ -276,13 +288,16 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
     def after_epoch(epoch: int, record: dict[str, Any], seconds: float) -> None:
         nonlocal elapsed
         elapsed += seconds
-        record["ranks"] = handle.energy_ranks() if handle else criterion_ranks(model, decompose_config)
+        if handle is not None:
+            record["ranks"] = handle.energy_ranks()
+        else:
+            record["ranks"] = plan_ranks(run.plan) if run.plan is not None else criterion_ranks(model, decompose_config)
         record["trp_steps"] = handle.steps if handle else 0
         if runtime.is_main:  # the line first: a resume drops lines past the saved state, never adds them
             _append_metrics(metrics_path, record)
             save_training_state(
                 state_path, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, trp_handle=handle,
-                generators=generators, config=config.to_dict(), elapsed_seconds=elapsed,
+                generators=generators, config=run.saved_config(), elapsed_seconds=elapsed,
             )
 
     try:
@@ -339,7 +354,7 @@ def _finetune(run: _Run, model: nn.Module) -> nn.Module:
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "trp_handle": None, "generators": generators}
     completed = 0
     if state_path.exists():
-        completed, _ = restore_training_state(state_path, **state, config=config.to_dict(), changeable=FINETUNE_CHANGEABLE)
+        completed, _ = restore_training_state(state_path, **state, config=run.saved_config(), changeable=FINETUNE_CHANGEABLE)
         run.log(f"resumed the fine-tune in {run.out} after epoch {completed}")
     if run.runtime.is_main:
         _truncate_metrics(metrics_path, "finetune", completed)
@@ -347,7 +362,7 @@ def _finetune(run: _Run, model: nn.Module) -> nn.Module:
     def after_epoch(epoch: int, record: dict[str, Any], seconds: float) -> None:
         if run.runtime.is_main:  # the line first, as in training
             _append_metrics(metrics_path, record)
-            save_training_state(state_path, epoch=epoch, **state, config=config.to_dict(), elapsed_seconds=0.0)
+            save_training_state(state_path, epoch=epoch, **state, config=run.saved_config(), elapsed_seconds=0.0)
 
     run.epochs(wrapped, optimizer, scheduler, range(completed, section.epochs), section.epochs, "finetune", after_epoch)
     return model
@@ -367,13 +382,17 @@ def _summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _final_decompose_config(config: TrainConfig, model: nn.Module, example: torch.Tensor) -> DecomposeConfig:
-    """``[decompose]`` as written, or with the criterion that reaches ``target_speedup``."""
+def _final_decompose_config(run: _Run, model: nn.Module) -> DecomposeConfig:
+    """``[decompose]`` as written, or with the criterion that reaches ``target_speedup``, or
+    with a plan, the plan's layers and ranks."""
+    config = run.config
+    if run.plan is not None:
+        return plan_decompose_config(run.plan)
     decompose_config = config.decompose_config()
     family = config.target_family()
     if family is None:
         return decompose_config
-    found = criterion_for_speedup(model, decompose_config, example, config.decompose.target_speedup, family)
+    found = criterion_for_speedup(model, decompose_config, run.example, config.decompose.target_speedup, family)
     return dataclasses.replace(decompose_config, criterion=found.criterion)
 
 
@@ -385,7 +404,7 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
     if runtime.is_main:  # first, so that no later failure can lose the trained net
         save_checkpoint(run.out / "dense.pt", model, None, entry)
     decomposed_model = copy.deepcopy(model)
-    decompose_config = _final_decompose_config(config, model, run.example)
+    decompose_config = _final_decompose_config(run, model)
     fit_images = config.decompose.fit_on_data
     fitted = None
     if fit_images:
@@ -440,7 +459,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         start = time.perf_counter()
         model, elapsed = _train(run, resume)
         run.log(f"training took {time.perf_counter() - start:.0f} s in this invocation")
-        if run.plan is not None:  # decomposed below like any trained net, at the ranks the criterion finds
+        if run.plan is not None:  # saved dense, then decomposed at the plan like any trained net
             densify_(model)
         return _finish(run, model, elapsed)
     finally:

@@ -74,7 +74,7 @@ def restore_training_state(
     state = _load_state(path)
     saved = json.loads(state["config"])
     differences = [
-        f"{section}.{key}: {value!r} -> {config[section][key]!r}"
+        f"{section}.{key}: {value!r} -> {config.get(section, {}).get(key)!r}"
         for section, values in saved.items()
         for key, value in values.items()
         if f"{section}.{key}" not in changeable and config.get(section, {}).get(key) != value

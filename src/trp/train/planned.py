@@ -1,0 +1,81 @@
+"""``model.plan``: a run that trains a net factorized at given ranks, with no TRP.
+
+The plan is read and checked against the model before anything is trained or written; the
+net then trains factorized (:func:`trp.apply_plan_` with ``from_dense_weights``), is multiplied
+back to dense weights after training (:func:`trp.densify_`), and is decomposed at the plan:
+its layers, its scheme, and every singular value but the float rounding beyond each planned
+rank (``PLAN_ENERGY``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import CheckpointError, read_checkpoint, read_rank_plan
+from ..config import DecomposeConfig
+from ..criteria import EnergyCriterion
+from ..models import create_model
+from ..plan import RankPlan
+from ..surgery import apply_plan_
+
+__all__ = ["PLAN_ENERGY", "load_training_plan", "plan_decompose_config", "plan_ranks", "plan_config_section"]
+
+# Pruned energy at which a trained factorized layer, multiplied back, decomposes to its planned
+# rank: float32 rounding leaves about 1e-14 of the energy beyond it, a trained direction far more.
+PLAN_ENERGY = 1e-6
+
+
+def load_training_plan(path: str, model_name: str, model_kwargs: dict[str, int]) -> RankPlan:
+    """The rank plan in ``path`` (a rank-plan JSON or a decomposed trp checkpoint), checked to
+    be non-empty, of one conv scheme, and to fit ``model_name`` built with ``model_kwargs``.
+
+    Raises:
+        ValueError: naming ``model.plan`` and what to change.
+    """
+    try:
+        plan = read_rank_plan(path)
+        saved_model = None if Path(path).suffix.lower() == ".json" else read_checkpoint(path).model
+    except CheckpointError as error:
+        raise ValueError(f"model.plan: {error}") from None
+    if not plan.layers:
+        raise ValueError(f"model.plan {path} factorizes no layer: give a plan with at least one layer.")
+    if saved_model and saved_model.get("name") != model_name:
+        raise ValueError(f"model.plan {path} was made from a {saved_model.get('name')}, and this run trains a "
+                         f"{model_name}: give a plan of the same model (or set model.name to match).")
+    schemes = sorted({entry.kind for entry in plan.layers} - {"linear"})
+    if len(schemes) > 1:
+        raise ValueError(f"model.plan {path} mixes the {' and '.join(schemes)} schemes; a run decomposes with one: "
+                         "give a plan of one scheme.")
+    try:
+        apply_plan_(create_model(model_name, **model_kwargs), plan)  # zero weights: a cheap check that it fits
+    except ValueError as error:
+        raise ValueError(f"model.plan {path}: {error} Make the plan from a {model_name} with "
+                         f"{model_kwargs.get('num_classes')} classes (or leave its linear layers out).") from None
+    return plan
+
+
+def plan_decompose_config(plan: RankPlan) -> DecomposeConfig:
+    """How a plan run's trained net is decomposed: exactly the planned layers, by the plan's
+    scheme, keeping all but ``PLAN_ENERGY`` of each one's energy (so at its planned rank)."""
+    names = [name for entry in plan.layers for name in (entry.name, *entry.aliases)]
+    schemes = {entry.kind for entry in plan.layers} - {"linear"}
+    return DecomposeConfig(
+        scheme=schemes.pop() if schemes else "channel",  # type: ignore[arg-type]
+        criterion=EnergyCriterion(PLAN_ENERGY),
+        include=tuple(re.escape(name) for name in names),
+        decompose_linear=any(entry.kind == "linear" for entry in plan.layers),
+        keep_unprofitable=True,
+    )
+
+
+def plan_ranks(plan: RankPlan) -> dict[str, int]:
+    """Each planned layer's rank, by name (what a plan run logs per epoch)."""
+    return {entry.name: entry.rank for entry in plan.layers}
+
+
+def plan_config_section(plan: RankPlan) -> dict[str, Any]:
+    """The plan as one more section of the config saved with the training state, so that
+    resuming with a plan that changed is refused, naming the layers that differ."""
+    return {entry.name: f"{entry.kind}:{entry.rank}" for entry in plan.layers}
