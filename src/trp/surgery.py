@@ -36,12 +36,12 @@ class _Candidate:
         return self.names[0]
 
 
-def _refuse_wrapped(model: nn.Module) -> None:
+def _refuse_wrapped(model: nn.Module, action: str = "decompose") -> None:
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         raise TypeError(
-            f"cannot decompose a {type(model).__name__}-wrapped model: the wrapper's buckets and "
-            "replicas would keep the old layers. Decompose model.module (or the model before "
-            "wrapping it), then wrap the decomposed model again."
+            f"cannot {action} a {type(model).__name__}-wrapped model: the wrapper's buckets and "
+            f"replicas would keep the old layers. {action.capitalize()} model.module (or the model before "
+            "wrapping it), then wrap the result again."
         )
 
 
@@ -305,7 +305,7 @@ def densify_(model: nn.Module) -> nn.Module:
     """Replace every factorized layer of ``model`` by the dense layer it computes, in place
     (the inverse of :func:`decompose_`, exact up to float rounding; a layer shared under
     several names stays shared)."""
-    _refuse_wrapped(model)
+    _refuse_wrapped(model, "densify")
     names_by_layer: dict[int, list[str]] = {}
     layers: dict[int, FactorizedLayer] = {}
     for name, module in model.named_modules(remove_duplicate=False):
