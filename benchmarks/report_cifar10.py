@@ -17,6 +17,7 @@ from the result files and the committed configs; the only ones typed in here are
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -80,7 +81,9 @@ def config_path(method: str, paper_schedule: bool = False) -> Path:
     return CONFIGS / f"resnet20-{method}{'' if paper_schedule else '-cpu'}.toml"
 
 
+@functools.cache
 def _config(name: str):
+    """The committed config of ``name`` (read once; callers only read it)."""
     return load_train_config(config_path(name))
 
 
@@ -161,8 +164,10 @@ PAPER_SCHEDULE_BASELINE = "baseline-paper"
 FACTORIZED_RUNS = {"trp2-nu-e0.01-factorized": "trp2-nu-e0.01", "trp1-nu-factorized": "trp1-nu"}
 
 
+@functools.cache
 def paper_schedule_config(run: str):
-    """A PAPER_SCHEDULE_RUNS run's config (without channels_last, which changes no result)."""
+    """A PAPER_SCHEDULE_RUNS run's config (without channels_last, which changes no result; read
+    once, callers only read it)."""
     method, overrides = PAPER_SCHEDULE_RUNS[run]
     return load_train_config(config_path(method, paper_schedule=True), list(overrides))
 

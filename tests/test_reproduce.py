@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trp.checkpoint import CheckpointError
+from trp.checkpoint import CheckpointError, read_rank_plan
 from trp.train import load_train_config
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -287,6 +287,22 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     assert fitted == plain  # otherwise the same run as basic + fine-tune
     long, trp = report._config("basic-ft10-spatial"), report._config("trp2-nu-from-baseline")  # the control's budget
     assert (long.finetune.epochs, long.finetune.lr, trp.optim.schedule) == (trp.optim.epochs, trp.optim.lr, "cosine")
+
+
+def test_factorized_runs_train_the_baseline_config_at_their_trp_runs_ranks(tmp_path):
+    """A FACTORIZED_RUNS run is the baseline's config (the TRP run's schedule) with only the
+    scheme changed, and its plan holds exactly the TRP run's final ranks, by its scheme."""
+    script, report = load_script(), load_benchmark("report_cifar10")
+    baseline = report._config("baseline").to_dict()
+    baseline["decompose"].pop("scheme")
+    for method, source in report.FACTORIZED_RUNS.items():
+        varied, trp = load_train_config(*script.config_of(method)).to_dict(), report._config(source)
+        assert varied["decompose"].pop("scheme") == trp.decompose.scheme
+        assert varied == baseline and varied["optim"] == trp.to_dict()["optim"], method
+        plan = read_rank_plan(script.write_plan(source, tmp_path))
+        ranks = json.loads((report.RESULTS / source / "summary.json").read_text())["ranks"]
+        assert {entry.name: entry.rank for entry in plan.layers} == ranks
+        assert {entry.kind for entry in plan.layers} == {trp.decompose.scheme}
 
 
 def test_lambda_search_runs_change_only_lambda_and_restore_the_papers_total_push():
