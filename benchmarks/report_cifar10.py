@@ -160,8 +160,12 @@ PAPER_SCHEDULE_RUNS = {
 PAPER_SCHEDULE_BASELINE = "baseline-paper"
 # Is it TRP's training or the architecture it finds? The ranks a TRP+Nu run ended with, trained from
 # scratch with no TRP on the baseline's schedule (the "from scratch" control of pruning studies; the
-# factorized layers start as the truncated SVD of a fresh initialization): run -> the TRP run.
+# factorized layers start as the truncated SVD of a fresh initialization): run -> the TRP run. And
+# does the way ranks are spread over the layers matter? The same conv MACs with every layer at one
+# fraction of its full rank, trained the same way: run -> the TRP run whose speed-up it matches.
 FACTORIZED_RUNS = {"trp2-nu-e0.01-factorized": "trp2-nu-e0.01", "trp1-nu-factorized": "trp1-nu"}
+UNIFORM_RUNS = {"trp2-nu-e0.01-uniform": "trp2-nu-e0.01"}
+PLANNED_RUNS = {**FACTORIZED_RUNS, **UNIFORM_RUNS}
 
 
 @functools.cache
@@ -189,8 +193,8 @@ def variant_of(run: str) -> tuple[str, list[str]]:
     SCHEDULE_LENGTH_RUNS run changes the epochs, a SEED_RUNS run the seed, a FACTORIZED_RUNS run
     trains the baseline's config at its TRP run's ranks and scheme (``model.plan``, which the caller
     adds), any other none)."""
-    if run in FACTORIZED_RUNS:
-        return "baseline", [f"decompose.scheme={json.dumps(_config(FACTORIZED_RUNS[run]).decompose.scheme)}"]
+    if run in PLANNED_RUNS:
+        return "baseline", [f"decompose.scheme={json.dumps(_config(PLANNED_RUNS[run]).decompose.scheme)}"]
     if run in SCHEDULE_LENGTH_RUNS:
         source, epochs = SCHEDULE_LENGTH_RUNS[run]
         return source, [f"optim.epochs={epochs}"]
@@ -605,8 +609,9 @@ def _factorized_text(results: Results) -> list[str]:
     base = results.summary("baseline")
     reference = _pct(base, "dense")
     lines, notes = [], []
-    for run, source in FACTORIZED_RUNS.items():
-        summary, trp_summary, label = results.summary(run), results.summary(source), TRAINED[source]
+    for run, source in PLANNED_RUNS.items():
+        summary, trp_summary = results.summary(run), results.summary(source)
+        label = TRAINED[source] if run in FACTORIZED_RUNS else f"one fraction of full rank, at {TRAINED[source]}'s MACs"
         scheme = _config(source).decompose.scheme
         if summary is None or trp_summary is None:
             lines.append(f"| {label} | {scheme} | not finished | | | | | | | |")
@@ -619,11 +624,15 @@ def _factorized_text(results: Results) -> list[str]:
                      f"{top1 - trp_top1:+.2f} | {_d(top1, reference)} | {_f(_hours(summary))} |")
         differing = sorted(name for name in set(summary["ranks"]) | set(trp_summary["ranks"])
                            if summary["ranks"].get(name) != trp_summary["ranks"].get(name))
-        ranks = ("the decomposition gave back every planned rank" if not differing
-                 else f"the decomposition's ranks differ from the plan's at {', '.join(differing)}")
+        if run in UNIFORM_RUNS:
+            ranks = f"rank sum {sum(summary['ranks'].values())} against the TRP run's {sum(trp_summary['ranks'].values())}"
+        elif differing:
+            ranks = f"the decomposition's ranks differ from the plan's at {', '.join(differing)}"
+        else:
+            ranks = "the decomposition gave back every planned rank"
         points_below, least = TARGET_BY_SCHEME[scheme]
         band = "inside" if meets_target(top1, reference, low["conv_speedup"], scheme) else "outside"
-        notes.append(f"{label}'s ranks trained from scratch: {top1:.2f} % at {low['conv_speedup']:.2f}x, "
+        notes.append(f"{label}{'' if run in UNIFORM_RUNS else chr(39) + 's ranks'} trained from scratch: {top1:.2f} % at {low['conv_speedup']:.2f}x, "
                      f"{top1 - trp_top1:+.2f} points against the TRP run's {trp_top1:.2f} % ({ranks}); "
                      f"{top1 - reference:+.2f} against our baseline, {band} the {scheme} target's band (at most "
                      f"{points_below} below at >= {least}x), which judges TRP runs only.")
@@ -634,8 +643,11 @@ def _factorized_text(results: Results) -> list[str]:
             "freshly initialized dense layer at its rank). After training the factors are multiplied back and "
             f"decomposed at the plan, keeping all but {PLAN_ENERGY:g} of each layer's energy (float rounding beyond "
             "its rank), so dense and decomposed top-1 are one figure. This is the \"from scratch\" control of pruning studies: "
-            "does TRP's training reach more accuracy at its ranks than training that architecture directly?", "",
-            "| ranks of | scheme | conv MAC speed-up | params | train top-1 | top-1, from scratch | top-1, the TRP run | "
+            "does TRP's training reach more accuracy at its ranks than training that architecture directly? "
+            "The *one fraction of full rank* row (`UNIFORM_RUNS`) trains the same way a net with every layer at "
+            "the smallest common fraction of its full rank that reaches the TRP run's conv-MAC speed-up "
+            "(`trp.target.criterion_for_speedup`, fraction family): does the spread of ranks over the layers matter?", "",
+            "| ranks | scheme | conv MAC speed-up | params | train top-1 | top-1, from scratch | top-1, the TRP run | "
             "from scratch - TRP | change vs our baseline | training h |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *lines, "", *(f"- {note}" for note in notes)]

@@ -43,15 +43,21 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 from trp.criteria import EnergyCriterion
 from trp.data import load_dataset
 from trp.data.download import extract_tar
+from trp.models import create_model
 from trp.plan import PlanEntry, RankPlan
+from trp.surgery import decompose_
+from trp.target import criterion_for_speedup
 from trp.train import load_train_config, run_training
 from trp.train.run import has_saved_state
 from trp.train.sweep import run_sweep
 
 from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, FACTORIZED_RUNS, LAYER,
+                            UNIFORM_RUNS,
                             PAPER_SCHEDULE_RUNS, PAPER_SCHEDULE_SWEEPS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS,
                             SEED_RUNS, config_path, variant_of, write_report)
 
@@ -71,6 +77,7 @@ METHODS = (
     *SEED_RUNS,  # the baseline and the nearest miss with other seeds
     *PAPER_SCHEDULE_RUNS,  # the baseline and TRP+Nu on the paper's 164 epochs (about 5 hours each on two cores)
     *FACTORIZED_RUNS,  # the ranks TRP+Nu found, trained from scratch with no TRP
+    *UNIFORM_RUNS,  # the same MACs at one fraction of every layer's full rank, trained so too
 )
 # Methods that fine-tune the decomposed baseline: one run per conv-MAC speed-up target, no sweep.
 BASIC_FT_SPEEDUPS = {
@@ -146,6 +153,8 @@ def train_method(method: str, data_root: Path, work: Path) -> None:
             overrides.append(f"model.checkpoint={json.dumps(str(baseline))}")
         if method in FACTORIZED_RUNS:
             overrides.append(f"model.plan={json.dumps(str(write_plan(FACTORIZED_RUNS[method], work)))}")
+        if method in UNIFORM_RUNS:
+            overrides.append(f"model.plan={json.dumps(str(write_uniform_plan(UNIFORM_RUNS[method], work)))}")
         if not (run_dir / "summary.json").exists():
             run_training(load_train_config(config_file, overrides), resume=has_saved_state(run_dir))
         copy_small_files(run_dir, RESULTS / name)
@@ -164,6 +173,21 @@ def write_plan(trp_run: str, work: Path) -> Path:
     scheme = summary["config"]["decompose"]["scheme"]
     plan = RankPlan([PlanEntry(name, scheme, rank) for name, rank in summary["ranks"].items()])
     path = work / "plans" / f"{trp_run}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan.to_json() + "\n")
+    return path
+
+
+def write_uniform_plan(trp_run: str, work: Path) -> Path:
+    """The plan that gives every conv layer of a fresh ResNet-20 the smallest common fraction of
+    its full rank reaching ``trp_run``'s conv-MAC speed-up, by its scheme (a fraction criterion
+    does not depend on the weights), written to ``work/plans/<run>-uniform.json``."""
+    summary = json.loads((RESULTS / trp_run / "summary.json").read_text())
+    config = dataclasses.replace(load_train_config(config_path(trp_run)).decompose_config(), decompose_linear=False)
+    model, example = create_model("resnet20"), torch.zeros(1, 3, 32, 32)
+    found = criterion_for_speedup(model, config, example, summary["decomposed"]["conv_speedup"], family="fraction")
+    plan = decompose_(model, dataclasses.replace(config, criterion=found.criterion), example).plan
+    path = work / "plans" / f"{trp_run}-uniform.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(plan.to_json() + "\n")
     return path

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from trp import apply_plan_, count_macs
 from trp.checkpoint import CheckpointError, read_rank_plan
+from trp.layers import FACTORIZED_CONVS
+from trp.models import create_model
 from trp.train import load_train_config
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -295,13 +298,24 @@ def test_factorized_runs_train_the_baseline_config_at_their_trp_runs_ranks(tmp_p
     script, report = load_script(), load_benchmark("report_cifar10")
     baseline = report._config("baseline").to_dict()
     baseline["decompose"].pop("scheme")
-    for method, source in report.FACTORIZED_RUNS.items():
+    for method, source in report.PLANNED_RUNS.items():
         varied, trp = load_train_config(*script.config_of(method)).to_dict(), report._config(source)
         assert varied["decompose"].pop("scheme") == trp.decompose.scheme
         assert varied == baseline and varied["optim"] == trp.to_dict()["optim"], method
-        plan = read_rank_plan(script.write_plan(source, tmp_path))
-        ranks = json.loads((report.RESULTS / source / "summary.json").read_text())["ranks"]
-        assert {entry.name: entry.rank for entry in plan.layers} == ranks
+        summary = json.loads((report.RESULTS / source / "summary.json").read_text())
+        if method in report.FACTORIZED_RUNS:
+            plan = read_rank_plan(script.write_plan(source, tmp_path))
+            assert {entry.name: entry.rank for entry in plan.layers} == summary["ranks"]
+        else:  # one fraction of every conv's full rank, at least as fast as the TRP run
+            plan = read_rank_plan(script.write_uniform_plan(source, tmp_path))
+            dense, example = create_model("resnet20"), torch.zeros(1, 3, 32, 32)
+            layer_class = FACTORIZED_CONVS[trp.decompose.scheme]
+            full = {name: layer_class.full_rank_of(dense.get_submodule(name)) for name in summary["ranks"]}
+            fractions = [entry.rank / full[entry.name] for entry in plan.layers]  # ceil(f * full rank) each
+            assert set(full) == {entry.name for entry in plan.layers} and max(fractions) - min(fractions) < 0.1
+            factorized = apply_plan_(create_model("resnet20"), plan)
+            speedup = count_macs(dense, example).conv_macs / count_macs(factorized, example).conv_macs
+            assert speedup >= summary["decomposed"]["conv_speedup"]
         assert {entry.kind for entry in plan.layers} == {trp.decompose.scheme}
 
 
