@@ -19,7 +19,9 @@ again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another 
 the baseline, TRP2+Nu (also at e = 0.01) and TRP1+Nu on the paper's own 164-epoch schedule from
 resnet20-{baseline,trp2-nu,trp1-nu}.toml, ``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores;
 the ranks that TRP2+Nu (e = 0.01) and TRP1+Nu ended with, trained from scratch with no TRP on the
-baseline's config, ``FACTORIZED_RUNS``, their plans written from the committed summaries),
+baseline's config, ``FACTORIZED_RUNS``, their plans written from the committed summaries; and the
+first one's conv MACs with every layer at one fraction of its full rank, trained so too,
+``UNIFORM_RUNS``),
 sweeps each trained net over energy criteria with no fine-tuning ("basic" = the baseline decomposed
 with either scheme, and with the channel scheme also fitted to its responses on training images;
 the paper-schedule runs as ``PAPER_SCHEDULE_SWEEPS`` says), then writes
