@@ -17,6 +17,7 @@ from the result files and the committed configs; the only ones typed in here are
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -33,7 +34,8 @@ from trp.criteria import EnergyCriterion
 from trp.models import create_model
 from trp.plan import PlanEntry, RankPlan
 from trp.plots import plot_accuracy_vs_speedup, plot_rank_dynamics, plot_spectra, plot_training_curves
-from trp.surgery import apply_plan_, factorized_class_for
+from trp.surgery import apply_plan_, decompose_, factorized_class_for
+from trp.target import criterion_for_speedup
 from trp.train import load_train_config
 from trp.train.config import OptimSection
 from trp.train.planned import PLAN_ENERGY
@@ -202,6 +204,17 @@ def variant_of(run: str) -> tuple[str, list[str]]:
         source, seed = SEED_RUNS[run]
         return source, [f"run.seed={seed}"]
     return run, []
+
+
+def uniform_plan(trp_run: str, results: Path = RESULTS) -> RankPlan:
+    """The plan of a UNIFORM_RUNS run: every conv layer of a fresh ResNet-20 at the smallest
+    common fraction of its full rank that reaches ``trp_run``'s conv-MAC speed-up, by its scheme
+    (a fraction criterion does not depend on the weights)."""
+    summary = json.loads((results / trp_run / "summary.json").read_text())
+    config = dataclasses.replace(_config(trp_run).decompose_config(), decompose_linear=False)
+    model, example = create_model("resnet20"), torch.zeros(1, 3, 32, 32)
+    found = criterion_for_speedup(model, config, example, summary["decomposed"]["conv_speedup"], family="fraction")
+    return decompose_(model, dataclasses.replace(config, criterion=found.criterion), example).plan
 
 
 DATA_FIT = "basic-data-channel"  # the baseline decomposed with factors fitted to its responses
@@ -622,14 +635,15 @@ def _factorized_text(results: Results) -> list[str]:
         lines.append(f"| {label} | {scheme} | {_x(low['conv_speedup'])} | {low['params']:,} | "
                      f"{_f(100 * trained[-1]['train_accuracy']) if trained else ''} | {_f(top1)} | {_f(trp_top1)} | "
                      f"{top1 - trp_top1:+.2f} | {_d(top1, reference)} | {_f(_hours(summary))} |")
-        differing = sorted(name for name in set(summary["ranks"]) | set(trp_summary["ranks"])
-                           if summary["ranks"].get(name) != trp_summary["ranks"].get(name))
+        planned = (trp_summary["ranks"] if run in FACTORIZED_RUNS
+                   else {entry.name: entry.rank for entry in uniform_plan(source, results.root).layers})
+        differing = [f"{name} ({summary['ranks'].get(name)} of {rank})" for name, rank in planned.items()
+                     if summary["ranks"].get(name) != rank]
+        ranks = ("the decomposition gave back every planned rank" if not differing else
+                 f"the decomposition's ranks are below the plan's at {', '.join(differing)}, whose last singular "
+                 f"values training left under {PLAN_ENERGY:g} of the energy")
         if run in UNIFORM_RUNS:
-            ranks = f"rank sum {sum(summary['ranks'].values())} against the TRP run's {sum(trp_summary['ranks'].values())}"
-        elif differing:
-            ranks = f"the decomposition's ranks differ from the plan's at {', '.join(differing)}"
-        else:
-            ranks = "the decomposition gave back every planned rank"
+            ranks = f"rank sum {sum(planned.values())} planned against the TRP run's {sum(trp_summary['ranks'].values())}; {ranks}"
         points_below, least = TARGET_BY_SCHEME[scheme]
         band = "inside" if meets_target(top1, reference, low["conv_speedup"], scheme) else "outside"
         notes.append(f"{label}{'' if run in UNIFORM_RUNS else chr(39) + 's ranks'} trained from scratch: {top1:.2f} % at {low['conv_speedup']:.2f}x, "

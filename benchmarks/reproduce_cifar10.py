@@ -45,15 +45,10 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 from trp.criteria import EnergyCriterion
 from trp.data import load_dataset
 from trp.data.download import extract_tar
-from trp.models import create_model
 from trp.plan import PlanEntry, RankPlan
-from trp.surgery import decompose_
-from trp.target import criterion_for_speedup
 from trp.train import load_train_config, run_training
 from trp.train.run import has_saved_state
 from trp.train.sweep import run_sweep
@@ -61,7 +56,7 @@ from trp.train.sweep import run_sweep
 from report_cifar10 import (AUTHORS_CODE_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, FACTORIZED_RUNS, LAYER,
                             UNIFORM_RUNS,
                             PAPER_SCHEDULE_RUNS, PAPER_SCHEDULE_SWEEPS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS,
-                            SEED_RUNS, config_path, variant_of, write_report)
+                            SEED_RUNS, config_path, uniform_plan, variant_of, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -181,14 +176,8 @@ def write_plan(trp_run: str, work: Path) -> Path:
 
 
 def write_uniform_plan(trp_run: str, work: Path) -> Path:
-    """The plan that gives every conv layer of a fresh ResNet-20 the smallest common fraction of
-    its full rank reaching ``trp_run``'s conv-MAC speed-up, by its scheme (a fraction criterion
-    does not depend on the weights), written to ``work/plans/<run>-uniform.json``."""
-    summary = json.loads((RESULTS / trp_run / "summary.json").read_text())
-    config = dataclasses.replace(load_train_config(config_path(trp_run)).decompose_config(), decompose_linear=False)
-    model, example = create_model("resnet20"), torch.zeros(1, 3, 32, 32)
-    found = criterion_for_speedup(model, config, example, summary["decomposed"]["conv_speedup"], family="fraction")
-    plan = decompose_(model, dataclasses.replace(config, criterion=found.criterion), example).plan
+    """``uniform_plan(trp_run)``, written to ``work/plans/<run>-uniform.json``."""
+    plan = uniform_plan(trp_run)
     path = work / "plans" / f"{trp_run}-uniform.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(plan.to_json() + "\n")
