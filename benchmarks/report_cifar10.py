@@ -38,7 +38,7 @@ from trp.surgery import apply_plan_, decompose_, factorized_class_for
 from trp.target import criterion_for_speedup
 from trp.train import load_train_config
 from trp.train.config import OptimSection
-from trp.train.planned import PLAN_ENERGY
+from trp.train.planned import PLAN_ENERGY, plan_ranks
 from trp.train.schedule import lr_factor_fn
 
 from results_markdown import RESULTS_MD, replace_section
@@ -636,7 +636,7 @@ def _factorized_text(results: Results) -> list[str]:
                      f"{_f(100 * trained[-1]['train_accuracy']) if trained else ''} | {_f(top1)} | {_f(trp_top1)} | "
                      f"{top1 - trp_top1:+.2f} | {_d(top1, reference)} | {_f(_hours(summary))} |")
         planned = (trp_summary["ranks"] if run in FACTORIZED_RUNS
-                   else {entry.name: entry.rank for entry in uniform_plan(source, results.root).layers})
+                   else plan_ranks(uniform_plan(source, results.root)))
         differing = [f"{name} ({summary['ranks'].get(name)} of {rank})" for name, rank in planned.items()
                      if summary["ranks"].get(name) != rank]
         ranks = ("the decomposition gave back every planned rank" if not differing else

@@ -368,12 +368,15 @@ def test_bad_plans_fail_before_anything_is_written(tiny_folder, tmp_path):
     trp.save_checkpoint(tmp_path / "plan.pt", fresh, report.plan, {"name": "resnet20", "kwargs": {"num_classes": 2}})
     (tmp_path / "empty.json").write_text(trp.RankPlan([]).to_json())
     (tmp_path / "ten.json").write_text(trp.RankPlan([trp.PlanEntry("fc", "linear", 5)]).to_json())
+    (tmp_path / "mixed.json").write_text(trp.RankPlan([trp.PlanEntry("conv1", "channel", 2),
+                                                        trp.PlanEntry("layer1.0.conv1", "spatial", 2)]).to_json())
     trp.save_checkpoint(tmp_path / "dense.pt", create_model("resnet20", num_classes=2))
     cases = {
         "missing.json": ("model.plan: rank plan .* does not exist", {}),
         "dense.pt": ("holds no rank plan", {}),
         "empty.json": ("factorizes no layer", {}),
         "ten.json": ("above its full rank 2 .* with 2 classes", {}),
+        "mixed.json": (r"another scheme than decompose.scheme = 'spatial' \(channel and spatial\)", {}),
         "plan.pt": ("was made from a resnet20, and this run trains a resnet32", {"model.name": "resnet32"}),
     }
     for name, (message, extra) in cases.items():

@@ -27,9 +27,10 @@ __all__ = ["PLAN_ENERGY", "load_training_plan", "plan_decompose_config", "plan_r
 PLAN_ENERGY = 1e-6
 
 
-def load_training_plan(path: str, model_name: str, model_kwargs: dict[str, int]) -> RankPlan:
+def load_training_plan(path: str, model_name: str, model_kwargs: dict[str, int], scheme: str) -> RankPlan:
     """The rank plan in ``path`` (a rank-plan JSON or a decomposed trp checkpoint), checked to
-    be non-empty, of one conv scheme, and to fit ``model_name`` built with ``model_kwargs``.
+    be non-empty, to factorize its convs by ``scheme`` alone, and to fit ``model_name`` built
+    with ``model_kwargs``.
 
     Raises:
         ValueError: naming ``model.plan`` and what to change.
@@ -45,9 +46,9 @@ def load_training_plan(path: str, model_name: str, model_kwargs: dict[str, int])
         raise ValueError(f"model.plan {path} was made from a {saved_model.get('name')}, and this run trains a "
                          f"{model_name}: give a plan of the same model (or set model.name to match).")
     schemes = sorted({entry.kind for entry in plan.layers} - {"linear"})
-    if len(schemes) > 1:
-        raise ValueError(f"model.plan {path} mixes the {' and '.join(schemes)} schemes; a run decomposes with one: "
-                         "give a plan of one scheme.")
+    if set(schemes) - {scheme}:
+        raise ValueError(f"model.plan {path} factorizes convs by another scheme than decompose.scheme = {scheme!r} "
+                         f"({' and '.join(schemes)}): set decompose.scheme to the plan's; a run decomposes with one.")
     try:
         apply_plan_(create_model(model_name, **model_kwargs), plan)  # zero weights: a cheap check that it fits
     except ValueError as error:

@@ -151,10 +151,8 @@ class _Run:
         self.example = torch.zeros(1, *self.dataset.input_size, device=runtime.device)
         self.plan = None
         if config.model.plan:  # checked before anything is trained or written
-            self.plan = load_training_plan(config.model.plan, config.model.name, _model_kwargs(config, self.dataset))
-            if {entry.kind for entry in self.plan.layers} - {"linear", config.decompose.scheme}:
-                raise ValueError(f"model.plan {config.model.plan} factorizes convs by another scheme than "
-                                 f"decompose.scheme = {config.decompose.scheme!r}: set decompose.scheme to the plan's.")
+            self.plan = load_training_plan(config.model.plan, config.model.name, _model_kwargs(config, self.dataset),
+                                           config.decompose.scheme)
         if config.decompose.fit_on_data > len(self.dataset.train):
             raise ValueError(f"decompose.fit_on_data = {config.decompose.fit_on_data} asks for more than the "
                              f"{len(self.dataset.train):,} training images: lower it to at most that.")
