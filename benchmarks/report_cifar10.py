@@ -38,7 +38,7 @@ from trp.surgery import apply_plan_, decompose_, factorized_class_for
 from trp.target import criterion_for_speedup
 from trp.train import load_train_config
 from trp.train.config import OptimSection
-from trp.train.planned import PLAN_ENERGY, plan_ranks
+from trp.train.planned import plan_ranks
 from trp.train.schedule import lr_factor_fn
 
 from results_markdown import RESULTS_MD, replace_section
@@ -637,13 +637,13 @@ def _factorized_text(results: Results) -> list[str]:
                      f"{top1 - trp_top1:+.2f} | {_d(top1, reference)} | {_f(_hours(summary))} |")
         planned = (trp_summary["ranks"] if run in FACTORIZED_RUNS
                    else plan_ranks(uniform_plan(source, results.root)))
-        differing = [f"{name} ({summary['ranks'].get(name)} of {rank})" for name, rank in planned.items()
-                     if summary["ranks"].get(name) != rank]
-        ranks = ("the decomposition gave back every planned rank" if not differing else
-                 f"the decomposition's ranks are below the plan's at {', '.join(differing)}, whose last singular "
-                 f"values training left under {PLAN_ENERGY:g} of the energy")
+        if summary["ranks"] != planned:
+            raise ValueError(f"{run}: the summary's ranks are not the plan's; its run predates decomposing at the plan "
+                             "(DecomposeConfig.ranks): delete its summary.json and decomposed.pt in the run directory "
+                             "and rerun the method to decompose it again.")
+        ranks = "decomposed at the planned ranks"
         if run in UNIFORM_RUNS:
-            ranks = f"rank sum {sum(planned.values())} planned against the TRP run's {sum(trp_summary['ranks'].values())}; {ranks}"
+            ranks = f"rank sum {sum(planned.values())} planned against the TRP run's {sum(trp_summary['ranks'].values())}"
         points_below, least = TARGET_BY_SCHEME[scheme]
         band = "inside" if meets_target(top1, reference, low["conv_speedup"], scheme) else "outside"
         notes.append(f"{label}{'' if run in UNIFORM_RUNS else chr(39) + 's ranks'} trained from scratch: {top1:.2f} % at {low['conv_speedup']:.2f}x, "
@@ -655,8 +655,7 @@ def _factorized_text(results: Results) -> list[str]:
             "initialization on the baseline's config and schedule (`FACTORIZED_RUNS` in "
             "`benchmarks/report_cifar10.py`; `model.plan`: each factorized layer starts as the truncated SVD of a "
             "freshly initialized dense layer at its rank). After training the factors are multiplied back and "
-            f"decomposed at the plan, keeping all but {PLAN_ENERGY:g} of each layer's energy (float rounding beyond "
-            "its rank), so dense and decomposed top-1 are one figure. This is the \"from scratch\" control of pruning studies: "
+            "decomposed at the plan's ranks (`DecomposeConfig.ranks`), so dense and decomposed top-1 are one figure. This is the \"from scratch\" control of pruning studies: "
             "does TRP's training reach more accuracy at its ranks than training that architecture directly? "
             "The *one fraction of full rank* row (`UNIFORM_RUNS`) trains the same way a net with every layer at "
             "the smallest common fraction of its full rank that reaches the TRP run's conv-MAC speed-up "

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .criteria import EnergyCriterion, RankCriterion, criterion_from_dict
+from .criteria import EnergyCriterion, FixedRankCriterion, RankCriterion, criterion_from_dict
 from .lowrank import SCHEMES, Scheme
 
 __all__ = ["DecomposeConfig", "CONFIG_VERSION"]
@@ -26,6 +26,12 @@ class DecomposeConfig:
             two linears.
         criterion: how each layer's rank is chosen; default: prune 2 % of the singular-value
             energy (the paper's CIFAR-10 setting, ``EnergyCriterion(0.02)``).
+        ranks: fixed ranks by qualified layer name, e.g. ``{"layer1.0.conv1": 8}``; each named
+            layer takes its rank instead of the criterion's, in decomposition and in TRP's
+            projections. A layer shared under several names is keyed by its first name (the
+            one reports show). A name that is not a selected layer is an error, and so is a
+            rank above the layer's full rank. :func:`trp.target.ranks_for_speedup` fills it
+            for a MAC budget.
         rank_multiple: round every rank up to a multiple of this (e.g. 8 for SIMD or
             tensor-core widths), never above the full rank.
         include: regexes; if given, only layers whose qualified name fully matches one are
@@ -41,6 +47,7 @@ class DecomposeConfig:
 
     scheme: Scheme = "channel"
     criterion: RankCriterion = field(default_factory=lambda: EnergyCriterion(0.02))
+    ranks: dict[str, int] = field(default_factory=dict)
     rank_multiple: int = 1
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -55,6 +62,10 @@ class DecomposeConfig:
             raise TypeError(
                 f"criterion must be a rank criterion such as EnergyCriterion(0.02), got {self.criterion!r}."
             )
+        self.ranks = dict(self.ranks)
+        for name, rank in self.ranks.items():
+            if not isinstance(name, str) or isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+                raise ValueError(f"ranks must map layer names to positive integers, got {name!r}: {rank!r}.")
         if isinstance(self.rank_multiple, bool) or not isinstance(self.rank_multiple, int) or self.rank_multiple < 1:
             raise ValueError(f"rank_multiple must be a positive integer, got {self.rank_multiple!r}.")
         for name in ("decompose_linear", "keep_unprofitable"):
@@ -70,6 +81,11 @@ class DecomposeConfig:
             except re.error as error:
                 raise ValueError(f"invalid layer-name regex {pattern!r}: {error}.") from None
 
+    def criterion_for(self, name: str) -> RankCriterion:
+        """The criterion of the layer called ``name``: its fixed rank from ``ranks``, else
+        ``criterion``."""
+        return FixedRankCriterion(self.ranks[name]) if name in self.ranks else self.criterion
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"version": CONFIG_VERSION}
         for item in fields(self):
@@ -78,6 +94,8 @@ class DecomposeConfig:
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
             data[item.name] = value
         return data
 

@@ -176,7 +176,7 @@ class TRPHandle:
         decompose = self.config.decompose
         ranks = {}
         for target, (u, s, vh) in zip(self.targets, self._svds()):
-            solution = solution_from_svd(u, s, vh, decompose.criterion, decompose.rank_multiple)
+            solution = solution_from_svd(u, s, vh, decompose.criterion_for(target.name), decompose.rank_multiple)
             shape = tuple(target.weight.shape)
             target.weight.copy_(matrix_to_weight(solution.reconstruct(), shape, self._scheme()))
             ranks[target.name] = solution.rank
@@ -276,7 +276,7 @@ def _criterion_ranks(targets: list[_Target], config: DecomposeConfig) -> dict[st
     with torch.no_grad():
         svds = batched_thin_svd([target.matrix(config.scheme) for target in targets])
     return {
-        target.name: solution_from_svd(u, s, vh, config.criterion, config.rank_multiple).rank
+        target.name: solution_from_svd(u, s, vh, config.criterion_for(target.name), config.rank_multiple).rank
         for target, (u, s, vh) in zip(targets, svds)
     }
 

@@ -93,7 +93,27 @@ def _select(
                 "use ChannelWiseConv2d.from_dense / SpatialWiseConv2d.from_dense / LowRankLinear.from_dense."
             )
         selected.append(candidate)
+    _check_ranks_named(config, candidates, selected)
     return selected
+
+
+def _check_ranks_named(config: DecomposeConfig, candidates: list[_Candidate], selected: list[_Candidate]) -> None:
+    """Every name in ``config.ranks`` is the name (the first, as reports show it) of one
+    selected layer."""
+    primary = {candidate.name for candidate in selected}
+    aliases = {alias: candidate.name for candidate in candidates for alias in candidate.names[1:]}
+    known = {name for candidate in candidates for name in candidate.names}
+    for name in config.ranks:
+        if name in primary:
+            continue
+        if name in aliases:
+            why = f"a second name of the shared layer {aliases[name]!r}: key its rank by {aliases[name]!r}"
+        elif name in known:
+            why = "which this model's selection (include, exclude, decompose_linear, filter_fn) leaves out"
+        else:
+            example = selected[0].name if selected else "layer1.0.conv1"
+            why = f"which is not a conv or linear layer of this model (a typo? names look like {example!r})"
+        raise ValueError(f"config.ranks gives a rank to {name!r}, {why}.")
 
 
 def _skip_reason_before_svd(module: nn.Module, config: DecomposeConfig, calls: int) -> str | None:
@@ -119,11 +139,24 @@ def factorizable_layers(
     (selected by ``config`` and ``filter_fn``, of a supported type, not depthwise, ...),
     each module once. Training with TRP targets exactly these."""
     _refuse_wrapped(model)
-    return [
+    layers = [
         (candidate.name, candidate.module)
         for candidate in _select(model, config, filter_fn)
         if _skip_reason_before_svd(candidate.module, config, calls=1) is None
     ]
+    for name, module in layers:
+        _check_rank_fits(config, name, module)
+    return layers
+
+
+def _check_rank_fits(config: DecomposeConfig, name: str, module: nn.Module) -> None:
+    """A rank that ``config.ranks`` fixes for ``name`` is at most the layer's full rank."""
+    if name in config.ranks:
+        full_rank = factorized_class_for(module, config.scheme).full_rank_of(module)
+        if config.ranks[name] > full_rank:
+            raise ValueError(f"config.ranks gives {name!r} rank {config.ranks[name]}, above its full rank "
+                             f"{full_rank} in the {config.scheme if isinstance(module, nn.Conv2d) else 'linear'} "
+                             "scheme; give a rank from 1 to that.")
 
 
 def _replace(model: nn.Module, names: list[str], new: nn.Module) -> None:
@@ -227,9 +260,10 @@ def _decompose_one(
         return report, None
     factorized_class = factorized_class_for(module, config.scheme)
     report.scheme = factorized_class.scheme
-    criterion = config.criterion
+    criterion = config.criterion_for(candidate.name)
     if isinstance(criterion, FixedRankCriterion):
         full_rank = factorized_class.full_rank_of(module)
+        _check_rank_fits(config, candidate.name, module)
         if criterion.rank > full_rank:
             report.full_rank = full_rank
             report.reason = f"requested rank {criterion.rank} exceeds the full rank {full_rank}"

@@ -21,7 +21,7 @@ from ..models import create_model, get_model_spec, list_models
 from ..plan import RankPlan
 from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..surgery import decompose_
-from ..target import FAMILIES, criterion_for_speedup
+from ..target import FAMILIES, criterion_for_speedup, ranks_for_speedup
 from .common import (
     CliError, add_data_arguments, add_decompose_arguments, add_model_arguments, check_calibration_size, check_fit_on_data,
     check_writable, decompose_config, load_data, load_model,
@@ -29,9 +29,11 @@ from .common import (
 
 __all__ = ["add_parsers"]
 
+ALLOCATE = "allocate"  # --target-family for trp.target.ranks_for_speedup
+
 
 def _cmd_decompose(args: argparse.Namespace) -> None:
-    config = decompose_config(args)
+    config = dataclasses.replace(decompose_config(args), ranks=_fixed_ranks(args.rank))
     check_fit_on_data(args, config)
     if args.fit_on_data and args.measured:
         raise CliError("--fit-on-data and --measured do not combine: run --measured alone to see which layers it "
@@ -46,7 +48,12 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
         print("note: no --checkpoint, so the weights are random: ranks and errors say little about a trained model.")
     example = torch.zeros(1, *loaded.input_size)
     calibration = _calibration(dataset, args.fit_on_data, loaded.input_size) if dataset else []
-    if args.target_speedup is not None:
+    if args.target_speedup is not None and args.target_family == ALLOCATE:
+        allocated = ranks_for_speedup(loaded.model, config, example, args.target_speedup)
+        config = allocated.config
+        print(f"target {args.target_speedup:.2f}x: ranks allocated by energy per MAC give {allocated.speedup:.3f}x "
+              f"({allocated.iterations} bisection steps)")
+    elif args.target_speedup is not None:
         found = criterion_for_speedup(loaded.model, config, example, args.target_speedup, family=args.target_family)
         config = dataclasses.replace(config, criterion=found.criterion)
         print(f"target {args.target_speedup:.2f}x: {found.criterion} gives {found.speedup:.3f}x ({found.iterations} bisection steps)")
@@ -71,6 +78,19 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
         print(f"wrote decomposed checkpoint {args.output} ({len(plan.layers)} factorized layers)")
     else:
         print("no --output given: nothing saved")
+
+
+def _fixed_ranks(items: list[str]) -> dict[str, int]:
+    """``--rank NAME=R`` options as a name-to-rank mapping."""
+    ranks: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value.isdigit() or int(value) < 1:
+            raise CliError(f"cannot read --rank {item!r}: write NAME=R with a positive integer R, e.g. layer1.0.conv1=8.")
+        if name in ranks:
+            raise CliError(f"--rank gives {name!r} a rank twice: give each layer one --rank.")
+        ranks[name] = int(value)
+    return ranks
 
 
 def _calibration(dataset: ImageDataset, images: int, input_size: tuple[int, ...]) -> list[torch.Tensor]:
@@ -185,10 +205,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     decompose.add_argument("--criterion", default="energy:0.02",
                            help="rank criterion KIND:VALUE: energy:E (prune fraction E of the singular-value "
                            "energy), value:V (drop singular values < V), rank:R, fraction:F; default: energy:0.02")
+    decompose.add_argument("--rank", action="append", default=[], metavar="NAME=R",
+                           help="fix the rank of the layer NAME to R, whatever the criterion (repeatable)")
     decompose.add_argument("--target-speedup", type=float, metavar="X",
-                           help="instead of --criterion's value: find the criterion that gives X-fold fewer conv MACs")
-    decompose.add_argument("--target-family", choices=FAMILIES, default="energy",
-                           help="what --target-speedup searches: the energy e or the rank fraction; default: energy")
+                           help="instead of --criterion's value: find the ranks that give X-fold fewer conv MACs")
+    decompose.add_argument("--target-family", choices=(*FAMILIES, ALLOCATE), default="energy",
+                           help="how --target-speedup finds them: one energy e or one rank fraction for every layer, "
+                           f"or {ALLOCATE!r}: a rank per conv layer, keeping the singular values that hold the most "
+                           "energy per MAC over the whole net; default: energy")
     decompose.add_argument("--measured", action="store_true",
                            help="keep a layer dense unless its factorized form is measured faster here (PyTorch eager, CPU)")
     add_data_arguments(decompose, required=False)

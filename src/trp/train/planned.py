@@ -3,8 +3,7 @@
 The plan is read and checked against the model before anything is trained or written; the
 net then trains factorized (:func:`trp.apply_plan_` with ``from_dense_weights``), is multiplied
 back to dense weights after training (:func:`trp.densify_`), and is decomposed at the plan:
-its layers, its scheme, and every singular value but the float rounding beyond each planned
-rank (``PLAN_ENERGY``).
+its layers, its scheme and its ranks (``DecomposeConfig.ranks``).
 """
 
 from __future__ import annotations
@@ -15,17 +14,11 @@ from typing import Any
 
 from ..checkpoint import CheckpointError, read_checkpoint, read_rank_plan
 from ..config import DecomposeConfig
-from ..criteria import EnergyCriterion
 from ..models import create_model
 from ..plan import RankPlan
 from ..surgery import apply_plan_
 
-__all__ = ["PLAN_ENERGY", "load_training_plan", "plan_decompose_config", "plan_ranks", "plan_config_section"]
-
-# Pruned energy at which a trained factorized layer, multiplied back, decomposes to its planned
-# rank: float32 rounding leaves about 1e-14 of the energy beyond it, a trained direction far more.
-PLAN_ENERGY = 1e-6
-
+__all__ = ["load_training_plan", "plan_decompose_config", "plan_ranks", "plan_config_section"]
 
 def load_training_plan(path: str, model_name: str, model_kwargs: dict[str, int], scheme: str) -> RankPlan:
     """The rank plan in ``path`` (a rank-plan JSON or a decomposed trp checkpoint), checked to
@@ -59,12 +52,12 @@ def load_training_plan(path: str, model_name: str, model_kwargs: dict[str, int],
 
 def plan_decompose_config(plan: RankPlan) -> DecomposeConfig:
     """How a plan run's trained net is decomposed: exactly the planned layers, by the plan's
-    scheme, keeping all but ``PLAN_ENERGY`` of each one's energy (so at its planned rank)."""
+    scheme, at the planned ranks."""
     names = [name for entry in plan.layers for name in (entry.name, *entry.aliases)]
     schemes = {entry.kind for entry in plan.layers} - {"linear"}
     return DecomposeConfig(
         scheme=schemes.pop() if schemes else "channel",  # type: ignore[arg-type]
-        criterion=EnergyCriterion(PLAN_ENERGY),
+        ranks=plan_ranks(plan),
         include=tuple(re.escape(name) for name in names),
         decompose_linear=any(entry.kind == "linear" for entry in plan.layers),
         keep_unprofitable=True,

@@ -415,7 +415,8 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
     decomposed = _evaluate_model(run, decomposed_model)
     decomposed.update(
         conv_speedup=report.conv_speedup, model_speedup=report.model_speedup, layers_decomposed=len(report.decomposed),
-        criterion=decompose_config.criterion.to_dict(), fit_on_data=fitted,
+        # A plan run decomposes at the plan's ranks (the summary's "ranks"), not by a criterion.
+        criterion=None if run.plan else decompose_config.criterion.to_dict(), fit_on_data=fitted,
     )
     summary: dict[str, Any] = {
         "method": method_label(config), "model": config.model.name, "dataset": config.data.dataset,
