@@ -11,7 +11,9 @@ evaluated on the CIFAR-10 test set:
   (``trp.target.criterion_for_speedup``, the paper's criterion);
 * ``fraction``: one fraction of full rank for every layer, bisected the same way;
 * ``allocate``: a rank per conv layer, keeping the singular values that hold the most energy
-  per MAC they cost (``trp.target.ranks_for_speedup``).
+  per MAC they cost (``trp.target.ranks_for_speedup``, its default objective: the summed
+  ``-log`` of each layer's kept energy fraction);
+* ``allocate-lost``: the same with the summed fraction of energy lost as the objective.
 
 Each point is saved as it is measured in ``benchmarks/results/cifar10/allocation.json`` (with
 the checkpoint's SHA-256); a rerun measures only the points missing for the same checkpoint.
@@ -38,7 +40,8 @@ from trp.train.sweep import accuracy_on, load_trained
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "cifar10" / "allocation.json"
 WORK = Path.home() / ".cache" / "trp" / "reproduce-cifar10"
-METHODS = ("energy", "fraction", "allocate")
+METHODS = ("energy", "fraction", "allocate", "allocate-lost")
+OBJECTIVE = {"allocate": "log_kept", "allocate-lost": "lost"}
 # label: (reproduction run whose dense.pt is decomposed, scheme, its decomposed speed-up's neighbourhood and beyond)
 NETS = {
     "trp2-nu-e0.01-paper": ("trp2-nu-e0.01-paper", "spatial", (3.3, 4.0, 5.0)),
@@ -50,9 +53,9 @@ NETS = {
 def decompose_at(model: torch.nn.Module, config: DecomposeConfig, example: torch.Tensor, method: str,
                  target: float) -> tuple[torch.nn.Module, dict]:
     """A decomposed copy of ``model`` at ``target`` by ``method``, and what it chose."""
-    if method == "allocate":
-        allocated = ranks_for_speedup(model, config, example, target)
-        chosen, setting = allocated.config, {"ranks": allocated.ranks}
+    if method in OBJECTIVE:
+        allocated = ranks_for_speedup(model, config, example, target, objective=OBJECTIVE[method])
+        chosen, setting = allocated.config, {"ranks": allocated.ranks, "energy_lost": allocated.energy_lost}
     else:
         found = criterion_for_speedup(model, config, example, target, family=method)
         chosen, setting = dataclasses.replace(config, criterion=found.criterion), {"criterion": found.criterion.to_dict()}
@@ -70,7 +73,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK, help="reproduce_cifar10.py's work directory")
     args = parser.parse_args()
     results = json.loads(OUT.read_text()) if OUT.exists() else {"nets": {}}
-    dataset = load_dataset("cifar10", prepare_data(args.data, args.work / "cifar10-jpeg"))
+    dataset = load_dataset("imagefolder", prepare_data(args.data, args.work / "cifar10-jpeg"))
     accuracy = accuracy_on(dataset)
     example = torch.zeros(1, *dataset.input_size)
     for label in args.nets:

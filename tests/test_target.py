@@ -2,6 +2,7 @@
 (``trp.target.ranks_for_speedup``), checked against a brute-force search and a float64 SVD."""
 
 import copy
+import dataclasses
 import itertools
 
 import numpy as np
@@ -36,55 +37,81 @@ def energy_lost(weight: torch.Tensor, rank: int) -> float:
     return float((s[rank:] ** 2).sum() / (s ** 2).sum())
 
 
-def brute_force(net: nn.Module, config: trp.DecomposeConfig) -> list[tuple[float, float]]:
-    """``(conv speed-up, summed energy lost)`` of every rank combination, each decomposed."""
+def penalty(objective: str, lost: float) -> float:
+    return -np.log(1 - lost) if objective == "log_kept" else lost
+
+
+def brute_force(net: nn.Module, config: trp.DecomposeConfig, objective: str) -> list[tuple[float, float]]:
+    """``(conv speed-up, summed penalty)`` of every rank combination, each decomposed."""
     names = ["0", "2", "4"]
     full = [4, 6, 5]
     points = []
     for ranks in itertools.product(*(range(1, f + 1) for f in full)):
         model = copy.deepcopy(net)
-        report = trp.decompose_(model, trp.DecomposeConfig(ranks=dict(zip(names, ranks)), keep_unprofitable=config.keep_unprofitable), EXAMPLE)
-        lost = sum(energy_lost(net.get_submodule(layer.name).weight, layer.rank) for layer in report.layers if layer.decomposed)
-        points.append((report.conv_speedup, lost))
+        report = trp.decompose_(model, dataclasses.replace(config, ranks=dict(zip(names, ranks))), EXAMPLE)
+        total = sum(penalty(objective, energy_lost(net.get_submodule(layer.name).weight, layer.rank))
+                    for layer in report.layers if layer.decomposed)
+        points.append((report.conv_speedup, total))
     return points
 
 
+@pytest.mark.parametrize("objective", trp.target.OBJECTIVES)
 @pytest.mark.parametrize("keep_unprofitable", [False, True])
 @pytest.mark.parametrize("target", [1.3, 2.0, 3.0])
-def test_allocation_is_optimal_for_the_budget_it_spends(target, keep_unprofitable):
+def test_allocation_is_optimal_for_the_budget_it_spends(target, keep_unprofitable, objective):
     net = small_net()
     config = trp.DecomposeConfig(keep_unprofitable=keep_unprofitable)
-    allocated = ranks_for_speedup(net, config, EXAMPLE, target)
+    allocated = ranks_for_speedup(net, config, EXAMPLE, target, objective=objective)
     report = trp.decompose_(copy.deepcopy(net), allocated.config, EXAMPLE)
     assert report.conv_speedup == pytest.approx(allocated.speedup) and allocated.speedup >= target
-    lost = sum(energy_lost(net.get_submodule(layer.name).weight, layer.rank) for layer in report.layers if layer.decomposed)
-    assert lost == pytest.approx(allocated.energy_lost, abs=1e-6)  # the allocation's SVD is float32
-    # A Lagrangian solution is optimal for the MACs it spends: nothing at least as fast loses less.
-    rivals = [point_lost for speedup, point_lost in brute_force(net, config) if speedup >= allocated.speedup - 1e-12]
-    assert min(rivals) >= allocated.energy_lost - 1e-6
+    lost = [energy_lost(net.get_submodule(layer.name).weight, layer.rank) for layer in report.layers if layer.decomposed]
+    # The allocation's SVD is float32.
+    assert sum(lost) == pytest.approx(allocated.energy_lost, abs=1e-6)
+    assert sum(penalty(objective, x) for x in lost) == pytest.approx(allocated.penalty, abs=1e-6)
+    # A Lagrangian solution is optimal for the MACs it spends: nothing at least as fast costs less.
+    rivals = [total for speedup, total in brute_force(net, config, objective) if speedup >= allocated.speedup - 1e-12]
+    assert min(rivals) >= allocated.penalty - 1e-6
 
 
-def test_allocation_keeps_more_rank_where_rank_is_cheap():
-    """Two convs with the same spectrum, the second on a 4x smaller feature map: one unit of its
-    rank costs a quarter of the MACs, so the allocation keeps more of it; one energy for every
-    layer keeps the same rank in both."""
+def two_maps_net(decay: float) -> nn.Sequential:
+    """Convs "0" and "2" with the same spectrum (``decay ** k``), "2" on a 4x smaller feature
+    map, so one unit of its rank costs a quarter of the MACs; "1" (the stride) is left dense."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1, stride=2),
                         nn.Conv2d(16, 16, 3, padding=1))
     with torch.no_grad():
         u, _, vh = torch.linalg.svd(torch.randn(16, 144), full_matrices=False)
-        spectrum = 0.85 ** torch.arange(16.0)
         for index in (0, 2):
-            net[index].weight.copy_((u * spectrum @ vh).reshape(16, 16, 3, 3))
-    config = trp.DecomposeConfig(exclude=("1",))
-    example = torch.zeros(1, 16, 32, 32)
-    allocated = ranks_for_speedup(net, config, example, 2.0)
+            net[index].weight.copy_((u * decay ** torch.arange(16.0) @ vh).reshape(16, 16, 3, 3))
+    return net
+
+
+TWO_MAPS = trp.DecomposeConfig(exclude=("1",))
+TWO_MAPS_INPUT = torch.zeros(1, 16, 32, 32)
+
+
+def test_allocation_keeps_more_rank_where_rank_is_cheap():
+    """The allocation keeps more rank in the conv whose rank is cheap; one energy for every
+    layer keeps the same rank in both, and loses more energy for the same budget."""
+    net = two_maps_net(0.85)
+    allocated = ranks_for_speedup(net, TWO_MAPS, TWO_MAPS_INPUT, 2.0)
     assert allocated.ranks["2"] > allocated.ranks["0"]
-    found = criterion_for_speedup(net, config, example, 2.0)
-    uniform = trp.decompose_(copy.deepcopy(net), trp.DecomposeConfig(exclude=("1",), criterion=found.criterion), example)
+    found = criterion_for_speedup(net, TWO_MAPS, TWO_MAPS_INPUT, 2.0)
+    uniform = trp.decompose_(copy.deepcopy(net), dataclasses.replace(TWO_MAPS, criterion=found.criterion), TWO_MAPS_INPUT)
     rank = {layer.name: layer.rank for layer in uniform.layers}
     assert rank["0"] == rank["2"] and uniform.conv_speedup >= 2.0
     assert allocated.energy_lost < energy_lost(net[0].weight, rank["0"]) + energy_lost(net[2].weight, rank["2"])
+
+
+def test_the_log_of_the_kept_energy_cuts_no_layer_as_deep_as_the_sum_lost():
+    """At 3x, summing the energy lost takes the expensive conv to rank 1; the log of the kept
+    fraction charges a deep cut more and keeps it at rank 2."""
+    net = two_maps_net(0.9)
+    by = {objective: ranks_for_speedup(net, TWO_MAPS, TWO_MAPS_INPUT, 3.0, objective=objective).ranks
+          for objective in trp.target.OBJECTIVES}
+    assert by == {"lost": {"0": 1, "2": 8}, "log_kept": {"0": 2, "2": 6}}
+    with pytest.raises(ValueError, match="objective must be one of"):
+        ranks_for_speedup(net, TWO_MAPS, TWO_MAPS_INPUT, 2.0, objective="max")
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
@@ -174,3 +201,50 @@ def test_cli_decompose_allocates_and_fixes_ranks(tmp_path, capsys):
                          (["--rank", "conv9=2"], "is not a conv or linear layer")):
         assert main(["decompose", "--model", "resnet20", *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_target_of_one_keeps_every_layer_dense_at_full_rank():
+    """On a tie (every rank too high to pay off costs the dense MACs and loses nothing) the
+    largest rank wins, so a layer left dense is given its full rank."""
+    net = small_net()
+    allocated = ranks_for_speedup(net, trp.DecomposeConfig(), EXAMPLE, 1.0)
+    assert allocated.speedup == 1.0 and allocated.ranks == {"0": 4, "2": 6, "4": 5}
+
+
+def test_fixed_ranks_on_layers_that_cannot_be_factorized_are_refused():
+    depthwise = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1, groups=16))
+    with pytest.raises(ValueError, match="'1', which cannot be factorized: depthwise"):
+        trp.decompose_(depthwise, trp.DecomposeConfig(ranks={"1": 1}), torch.zeros(1, 3, 8, 8))
+
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x)
+
+    with pytest.raises(ValueError, match="'unused', which cannot be factorized: did not run"):
+        trp.decompose_(Unused(), trp.DecomposeConfig(ranks={"unused": 2}), torch.zeros(1, 3, 8, 8))
+
+
+def test_a_filter_fn_may_turn_down_a_layer_with_a_fixed_rank():
+    model = trp.models.create_model("resnet20")
+    config = trp.DecomposeConfig(ranks={"conv1": 2, "layer1.0.conv1": 3}, decompose_linear=False)
+    report = trp.decompose_(model, config, EXAMPLE, filter_fn=lambda module, name: name != "conv1")
+    assert "conv1" not in {layer.name for layer in report.layers} and isinstance(model.conv1, nn.Conv2d)
+    assert model.layer1[0].conv1.rank == 3
+
+
+def test_target_searches_refuse_what_they_cannot_do():
+    model = trp.models.create_model("resnet20")
+    for search in (ranks_for_speedup, criterion_for_speedup):
+        with pytest.raises(ValueError, match="no conv layer to decompose"):
+            search(model, trp.DecomposeConfig(include=("fc",)), EXAMPLE, 1.5)
+        with pytest.raises(ValueError, match="tolerance"):
+            search(model, trp.DecomposeConfig(), EXAMPLE, 1.5, tolerance=-0.1)
+        with pytest.raises(ValueError, match="at rank 64, the rank multiple.*lower rank_multiple"):
+            search(model, trp.DecomposeConfig(rank_multiple=64), EXAMPLE, 3.0)
+    with pytest.raises(ValueError, match="must be a dict"):
+        trp.DecomposeConfig(ranks=None)
+    assert main(["decompose", "--model", "resnet20", "--target-family", "allocate"]) == 2

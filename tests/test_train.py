@@ -178,6 +178,7 @@ def test_overrides_are_typed(tmp_path):
         (["optim.epochs=0"], "0 is allowed only with model.checkpoint"),
         (["decompose.target_speedup=0.5"], "target_speedup must be 0"),
         (["decompose.target_speedup=2", "decompose.criterion=rank:4"], "must be one of"),
+        (["decompose.allocate_ranks=true"], "set a target_speedup >= 1 too"),
         (["optim.epochs=0", "model.checkpoint=x.pt", "trp.enabled=true"], "set trp.enabled = false"),
         (["decompose.fit_on_data=-1"], "number of training images"),
         (["model.plan=plan.json", "trp.enabled=true"], "model.plan trains a factorized net"),
@@ -480,6 +481,22 @@ def test_basic_with_factors_fitted_to_data(tiny_folder, tmp_path, capsys):
     overrides = tiny_overrides(tiny_folder, tmp_path / "many", **basic, **{"decompose.fit_on_data": 1000})
     with pytest.raises(ValueError, match="more than the 48 training images"):
         run_training(load_train_config(None, overrides))
+
+
+def test_basic_with_allocated_ranks(tiny_folder, tmp_path):
+    """decompose.allocate_ranks: the trained net decomposes at trp.target.ranks_for_speedup's
+    ranks, and the summary gives those ranks, not a criterion."""
+    run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "trained", **{"trp.enabled": False})))
+    dense_path = tmp_path / "trained" / "dense.pt"
+    basic = {"trp.enabled": False, "optim.epochs": 0, "model.checkpoint": str(dense_path), "decompose.target_speedup": 1.5,
+             "decompose.allocate_ranks": True}
+    summary = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "allocated", **basic)))
+    model = trp.load_decomposed(dense_path, trp.models.create_model("resnet20", num_classes=2))
+    allocated = trp.target.ranks_for_speedup(model, trp.DecomposeConfig(decompose_linear=False), torch.zeros(1, 3, 12, 12), 1.5)
+    assert summary["decomposed"]["criterion"] is None
+    assert summary["decomposed"]["conv_speedup"] == pytest.approx(allocated.speedup)
+    assert allocated.speedup >= 1.5 and summary["ranks"]
+    assert all(allocated.ranks[name] == rank for name, rank in summary["ranks"].items())
 
 
 def test_an_unreachable_target_fails_before_training(tiny_folder, tmp_path):

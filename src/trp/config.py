@@ -28,10 +28,12 @@ class DecomposeConfig:
             energy (the paper's CIFAR-10 setting, ``EnergyCriterion(0.02)``).
         ranks: fixed ranks by qualified layer name, e.g. ``{"layer1.0.conv1": 8}``; each named
             layer takes its rank instead of the criterion's, in decomposition and in TRP's
-            projections. A layer shared under several names is keyed by its first name (the
-            one reports show). A name that is not a selected layer is an error, and so is a
-            rank above the layer's full rank. :func:`trp.target.ranks_for_speedup` fills it
-            for a MAC budget.
+            projections (rounded up to ``rank_multiple`` like every rank; an all-zero weight
+            still gets rank 1). A layer shared under several names is keyed by its first name
+            (the one reports show). A name that is not a layer the config selects, a layer
+            that cannot be factorized (depthwise, say) and a rank above the layer's full rank
+            are errors; a ``filter_fn`` may still turn a named layer down.
+            :func:`trp.target.ranks_for_speedup` fills it for a MAC budget.
         rank_multiple: round every rank up to a multiple of this (e.g. 8 for SIMD or
             tensor-core widths), never above the full rank.
         include: regexes; if given, only layers whose qualified name fully matches one are
@@ -62,6 +64,8 @@ class DecomposeConfig:
             raise TypeError(
                 f"criterion must be a rank criterion such as EnergyCriterion(0.02), got {self.criterion!r}."
             )
+        if not isinstance(self.ranks, dict):
+            raise ValueError(f"ranks must be a dict of layer names to ranks, e.g. {{'layer1.0.conv1': 8}}, got {self.ranks!r}.")
         self.ranks = dict(self.ranks)
         for name, rank in self.ranks.items():
             if not isinstance(name, str) or isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:

@@ -85,8 +85,6 @@ def _select(
             continue
         if _matches(config.exclude, candidate.names):
             continue
-        if filter_fn is not None and not filter_fn(candidate.module, candidate.name):
-            continue
         if candidate.name == "":
             raise ValueError(
                 "the model is itself a single layer and cannot be replaced in place; "
@@ -94,22 +92,26 @@ def _select(
             )
         selected.append(candidate)
     _check_ranks_named(config, candidates, selected)
-    return selected
+    # filter_fn comes last: a layer it turns down stays dense, a fixed rank notwithstanding.
+    return [c for c in selected if filter_fn is None or filter_fn(c.module, c.name)]
 
 
 def _check_ranks_named(config: DecomposeConfig, candidates: list[_Candidate], selected: list[_Candidate]) -> None:
     """Every name in ``config.ranks`` is the name (the first, as reports show it) of one
-    selected layer."""
-    primary = {candidate.name for candidate in selected}
+    layer the config selects, and one that can be factorized."""
+    primary = {candidate.name: candidate.module for candidate in selected}
     aliases = {alias: candidate.name for candidate in candidates for alias in candidate.names[1:]}
     known = {name for candidate in candidates for name in candidate.names}
     for name in config.ranks:
         if name in primary:
-            continue
-        if name in aliases:
+            reason = _skip_reason_before_svd(primary[name], config, calls=1)
+            if reason is None:
+                continue
+            why = f"which cannot be factorized: {reason}"
+        elif name in aliases:
             why = f"a second name of the shared layer {aliases[name]!r}: key its rank by {aliases[name]!r}"
         elif name in known:
-            why = "which this model's selection (include, exclude, decompose_linear, filter_fn) leaves out"
+            why = "which the config's selection (include, exclude, decompose_linear) leaves out"
         else:
             example = selected[0].name if selected else "layer1.0.conv1"
             why = f"which is not a conv or linear layer of this model (a typo? names look like {example!r})"
@@ -255,6 +257,9 @@ def _decompose_one(
         is_conv=isinstance(module, nn.modules.conv._ConvNd),
     )
     reason = _skip_reason_before_svd(module, config, len(input_shapes))
+    if reason and candidate.name in config.ranks:
+        raise ValueError(f"config.ranks gives a rank to {candidate.name!r}, which cannot be factorized: {reason} "
+                         "(the model was not changed).")
     if reason:
         report.reason = reason
         return report, None

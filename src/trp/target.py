@@ -29,9 +29,15 @@ from .layers import FactorizedLayer
 from .lowrank import batched_thin_svd, round_rank, select_rank
 from .surgery import FilterFn, factorizable_layers, factorized_class_for
 
-__all__ = ["TargetResult", "AllocationResult", "criterion_for_speedup", "ranks_for_speedup", "FAMILIES"]
+__all__ = ["TargetResult", "AllocationResult", "criterion_for_speedup", "ranks_for_speedup", "FAMILIES", "ALLOCATE", "OBJECTIVES"]
 
 FAMILIES = ("energy", "fraction")
+ALLOCATE = "allocate"  # the name of ranks_for_speedup where a family is chosen by name (CLI, training configs)
+# What ranks_for_speedup minimizes, per layer l at rank r, with kept_l(r) the fraction of its
+# squared singular-value energy within rank r: "log_kept" sums -log kept_l(r) (maximizes the
+# product of the kept fractions, which charges a deep cut in one layer more than the sum does),
+# "lost" sums 1 - kept_l(r). The two agree where every layer keeps most of its energy.
+OBJECTIVES = ("log_kept", "lost")
 
 
 @dataclass
@@ -52,12 +58,15 @@ class AllocationResult:
 
     Attributes:
         config: the input config with ``ranks`` set for every allocated conv layer (a layer
-            given its full rank stays dense, as a factorization at full rank saves nothing).
+            given its full rank stays dense unless ``keep_unprofitable``, as a factorization
+            at full rank saves nothing). Decompose with it and the same ``filter_fn``.
         ranks: the allocated ranks by layer name (``config.ranks`` as allocated).
         speedup: conv MACs before over after.
         target: the requested speed-up.
+        objective: what was minimized (see :data:`OBJECTIVES`).
+        penalty: its value, summed over the allocated layers.
         energy_lost: the summed fraction of squared singular-value energy the allocated
-            layers drop (a layer that stays dense drops none), the quantity minimized.
+            layers drop (a layer that stays dense drops none).
         iterations: bisection steps.
     """
 
@@ -65,6 +74,8 @@ class AllocationResult:
     ranks: dict[str, int]
     speedup: float
     target: float
+    objective: str
+    penalty: float
     energy_lost: float
     iterations: int
 
@@ -135,7 +146,7 @@ def criterion_for_speedup(
         ValueError: a target below 1, an unknown family, or a target the layers cannot reach
             (the message gives the largest reachable speed-up).
     """
-    _check_target(target_speedup)
+    _check_target(target_speedup, tolerance)
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}.")
     layers, conv_total = _layers(model, config, example_input, filter_fn)
@@ -148,7 +159,7 @@ def criterion_for_speedup(
 
     # "weak" keeps the most, "strong" prunes the most; speed-up grows from weak to strong.
     weak, strong = (0.0, 0.999999) if family == "energy" else (1.0, 1e-6)
-    _check_reachable(target_speedup, speedup(strong))
+    _check_reachable(target_speedup, speedup(strong), layers, config)
     iterations = 0
     for iterations in range(1, max_iterations + 1):
         middle = (weak + strong) / 2
@@ -169,72 +180,91 @@ def ranks_for_speedup(
     target_speedup: float,
     tolerance: float = 0.02,
     filter_fn: FilterFn | None = None,
+    objective: str = "log_kept",
     max_iterations: int = 100,
 ) -> AllocationResult:
     """Allocate a rank to each conv layer so that decomposing ``model`` gives a conv-MAC
-    speed-up of at least ``target_speedup`` while the summed fraction of energy the layers
-    drop is as small as the budget allows.
+    speed-up of at least ``target_speedup`` while the energy the layers drop, measured by
+    ``objective``, is as small as the budget allows.
 
-    Each layer ``l`` keeps rank ``r`` minimizing ``lost_l(r) + mu * macs_l(r) / M``, where
-    ``lost_l(r)`` is the fraction of its squared singular-value energy beyond ``r`` (summed
-    over groups), ``macs_l(r)`` its MACs at rank ``r`` (the dense MACs, and nothing lost, where
-    factorizing at ``r`` would not save MACs and ``config.keep_unprofitable`` is off) and ``M``
-    the net's conv MACs. That is the Lagrangian of the budgeted problem, solved exactly per
-    layer; ``mu`` is bisected (in log space) for the least compression that reaches the
-    target, within ``target_speedup * (1 + tolerance)`` when integer ranks allow. Ranks are
-    multiples of ``config.rank_multiple``. Linear layers are outside the conv-MAC budget and
-    keep ``config.criterion``; layers with a fixed rank in ``config.ranks`` keep it.
+    Each layer ``l`` keeps rank ``r`` minimizing ``penalty_l(r) + mu * macs_l(r) / M``, where
+    ``penalty_l(r)`` is ``-log kept_l(r)`` (``objective="log_kept"``) or ``1 - kept_l(r)``
+    (``"lost"``), ``kept_l(r)`` the fraction of its squared singular-value energy (summed over
+    groups) within rank ``r``, ``macs_l(r)`` its MACs at rank ``r`` (the dense MACs, and no
+    penalty, where factorizing at ``r`` would not save MACs and ``config.keep_unprofitable`` is
+    off) and ``M`` the net's conv MACs. That is the Lagrangian of the budgeted problem, solved
+    exactly per layer, so the result minimizes the summed penalty among all allocations that
+    spend no more MACs; ``mu`` is bisected (in log space) for the least compression that
+    reaches the target. Only allocations on the convex hull of each layer's trade-off are
+    reachable this way, so the speed-up may overshoot ``target_speedup * (1 + tolerance)``
+    (and a knapsack search could find a slightly lower penalty exactly at the target). Ranks are multiples of ``config.rank_multiple``. Linear layers are outside the conv-MAC
+    budget and keep ``config.criterion``; layers with a fixed rank in ``config.ranks`` keep it.
     ``model`` is not changed.
 
     Returns:
         An :class:`AllocationResult` whose ``config`` decomposes at the allocated ranks.
 
     Raises:
-        ValueError: a target below 1, or one the layers cannot reach (the message gives the
-            largest reachable speed-up).
+        ValueError: a target below 1, one the layers cannot reach (the message gives the
+            largest reachable speed-up), a negative tolerance, a model with no conv layer to
+            decompose, or an unknown objective.
     """
-    _check_target(target_speedup)
+    _check_target(target_speedup, tolerance)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
     layers, conv_total = _layers(model, config, example_input, filter_fn)
     fixed_saving = sum(layer.saving(config.criterion_for(layer.name), config)
                        for layer in layers if layer.is_conv and layer.name in config.ranks)
-    options = [_RankOptions.of(layer, config, conv_total) for layer in layers
+    options = [_RankOptions.of(layer, config, conv_total, objective) for layer in layers
                if layer.is_conv and layer.name not in config.ranks]
 
-    def allocate(mu: float) -> tuple[dict[str, int], float, float]:
-        chosen = [option.best(mu) for option in options]
-        saved = fixed_saving + sum(saving for _, saving, _ in chosen)
-        ranks = {option.name: rank for option, (rank, _, _) in zip(options, chosen)}
-        return ranks, conv_total / max(conv_total - saved, 1), sum(lost for _, _, lost in chosen)
+    def speedup(chosen: list[_Choice]) -> float:
+        return conv_total / max(conv_total - fixed_saving - sum(choice.macs_saved for choice in chosen), 1)
+
+    def allocate(log_mu: float) -> list[_Choice]:
+        return [option.best(math.exp(log_mu)) for option in options]
 
     weak, strong = -30.0, 30.0  # log(mu): mu = e^-30 keeps every layer dense, e^30 takes the cheapest ranks
-    _check_reachable(target_speedup, allocate(math.exp(strong))[1])
+    _check_reachable(target_speedup, speedup(allocate(strong)), layers, config)
     iterations = 0
     for iterations in range(1, max_iterations + 1):
         middle = (weak + strong) / 2
-        if allocate(math.exp(middle))[1] >= target_speedup:
+        if speedup(allocate(middle)) >= target_speedup:
             strong = middle
         else:
             weak = middle
-        if allocate(math.exp(strong))[1] <= target_speedup * (1 + tolerance):
+        if speedup(allocate(strong)) <= target_speedup * (1 + tolerance):
             break
-    ranks, speedup, lost = allocate(math.exp(strong))
-    allocated = dataclasses.replace(config, ranks={**config.ranks, **ranks})
-    return AllocationResult(allocated, ranks, speedup, target_speedup, lost, iterations)
+    chosen = allocate(strong)
+    ranks = {option.name: choice.rank for option, choice in zip(options, chosen)}
+    return AllocationResult(
+        dataclasses.replace(config, ranks={**config.ranks, **ranks}), ranks, speedup(chosen), target_speedup, objective,
+        sum(choice.penalty for choice in chosen), sum(choice.lost for choice in chosen), iterations,
+    )
+
+
+@dataclass(frozen=True)
+class _Choice:
+    rank: int
+    macs_saved: int
+    lost: float  # fraction of the layer's energy dropped
+    penalty: float  # what the objective charges for it
 
 
 @dataclass
 class _RankOptions:
     """One layer's choices for :func:`ranks_for_speedup`: each candidate rank (descending),
-    the fraction of its energy lost and the MACs saved at that rank."""
+    the MACs saved, the fraction of its energy lost and the objective's penalty at it."""
 
     name: str
     ranks: list[int]
     macs_saved: list[int]
-    lost: torch.Tensor  # (k,) float64: fraction of the layer's energy dropped
+    lost: list[float]
+    penalty: torch.Tensor  # (k,) float64
     share_saved: torch.Tensor  # (k,) float64: MACs saved over the net's conv MACs
 
     @classmethod
-    def of(cls, layer: _Layer, config: DecomposeConfig, conv_total: int) -> _RankOptions:
+    def of(cls, layer: _Layer, config: DecomposeConfig, conv_total: int, objective: str) -> _RankOptions:
         full_rank = layer.singular_values.shape[-1]
         ranks = sorted({round_rank(r, config.rank_multiple, full_rank) for r in range(1, full_rank + 1)}, reverse=True)
         energy = layer.singular_values.double().square().sum(0)  # (p,), summed over groups
@@ -246,25 +276,33 @@ class _RankOptions:
         costs = [at_one + (rank - 1) * per_rank for rank in ranks]
         factorized = [config.keep_unprofitable or cost < layer.dense_macs for cost in costs]
         saved = [layer.dense_macs - cost if kept else 0 for cost, kept in zip(costs, factorized)]
-        lost = [float(beyond[rank]) / total if kept else 0.0 for rank, kept in zip(ranks, factorized)]
-        return cls(layer.name, ranks, saved, torch.tensor(lost, dtype=torch.float64),
+        lost = [min(float(beyond[rank]) / total, 1.0) if kept else 0.0 for rank, kept in zip(ranks, factorized)]
+        # kept_l(r) > 0 for r >= 1 unless the weight is zero; the floor keeps the log finite then.
+        penalty = [-math.log(max(1.0 - x, 1e-300)) if objective == "log_kept" else x for x in lost]
+        return cls(layer.name, ranks, saved, lost, torch.tensor(penalty, dtype=torch.float64),
                    torch.tensor(saved, dtype=torch.float64) / conv_total)
 
-    def best(self, mu: float) -> tuple[int, int, float]:
-        """The rank minimizing ``lost - mu * share_saved`` (the largest such rank on a tie),
-        the MACs it saves and the fraction of energy it loses."""
-        index = int(torch.argmin(self.lost - mu * self.share_saved))
-        return self.ranks[index], self.macs_saved[index], float(self.lost[index])
+    def best(self, mu: float) -> _Choice:
+        """The rank minimizing ``penalty - mu * share_saved`` (the largest such rank on a tie)."""
+        index = int(torch.argmin(self.penalty - mu * self.share_saved))
+        return _Choice(self.ranks[index], self.macs_saved[index], self.lost[index], float(self.penalty[index]))
 
 
-def _check_target(target_speedup: float) -> None:
+def _check_target(target_speedup: float, tolerance: float) -> None:
     if not target_speedup >= 1.0:
         raise ValueError(f"target speed-up must be >= 1, got {target_speedup}.")
+    if not tolerance >= 0.0:
+        raise ValueError(f"tolerance is the fraction the speed-up may exceed the target by, >= 0; got {tolerance}.")
 
 
-def _check_reachable(target_speedup: float, most: float) -> None:
+def _check_reachable(target_speedup: float, most: float, layers: list[_Layer], config: DecomposeConfig) -> None:
+    if not any(layer.is_conv for layer in layers):
+        raise ValueError("no conv layer to decompose, so no conv-MAC speed-up can be reached: check include, "
+                         "exclude and filter_fn, and that the model has nn.Conv2d layers.")
     if most < target_speedup:
+        smallest = "at rank 1" if config.rank_multiple == 1 else f"at rank {config.rank_multiple}, the rank multiple"
         raise ValueError(
             f"a {target_speedup:.2f}x conv-MAC speed-up is out of reach: the most these layers give is "
-            f"{most:.2f}x (at rank 1); include more layers or choose a smaller target."
+            f"{most:.2f}x ({smallest}); include more layers"
+            f"{'' if config.rank_multiple == 1 else ', lower rank_multiple'} or choose a smaller target."
         )

@@ -21,15 +21,13 @@ from ..models import create_model, get_model_spec, list_models
 from ..plan import RankPlan
 from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..surgery import decompose_
-from ..target import FAMILIES, criterion_for_speedup, ranks_for_speedup
+from ..target import ALLOCATE, FAMILIES, criterion_for_speedup, ranks_for_speedup
 from .common import (
     CliError, add_data_arguments, add_decompose_arguments, add_model_arguments, check_calibration_size, check_fit_on_data,
     check_writable, decompose_config, load_data, load_model,
 )
 
 __all__ = ["add_parsers"]
-
-ALLOCATE = "allocate"  # --target-family for trp.target.ranks_for_speedup
 
 
 def _cmd_decompose(args: argparse.Namespace) -> None:
@@ -38,6 +36,9 @@ def _cmd_decompose(args: argparse.Namespace) -> None:
     if args.fit_on_data and args.measured:
         raise CliError("--fit-on-data and --measured do not combine: run --measured alone to see which layers it "
                        "keeps dense, then --fit-on-data with --exclude for those layers.")
+    if args.target_family != "energy" and args.target_speedup is None:
+        raise CliError(f"--target-family {args.target_family} says how --target-speedup is reached: add "
+                       "--target-speedup X, or drop --target-family.")
     if args.dataset is not None and not args.fit_on_data:
         raise CliError("--dataset is only read by --fit-on-data here: add --fit-on-data N, or drop --dataset.")
     check_writable(args.output, "--output")

@@ -17,7 +17,7 @@ from ..data import list_datasets
 from ..models import get_model_spec
 from ..criteria import parse_criterion
 from ..rank_training import TRPConfig
-from ..target import FAMILIES
+from ..target import ALLOCATE, FAMILIES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,7 +99,8 @@ class DecomposeSection:
     """How the trained net is decomposed (and which layers TRP acts on). ``target_speedup``:
     0 decomposes with ``criterion``; a value >= 1 instead decomposes the trained net at the
     ``criterion`` family's (energy or fraction) setting that reaches that conv-MAC speed-up
-    (TRP during training still uses ``criterion``). ``fit_on_data``: 0 takes each layer's
+    (TRP during training still uses ``criterion``), or, with ``allocate_ranks``, at a rank per
+    conv layer allocated by energy per MAC (:func:`trp.target.ranks_for_speedup`). ``fit_on_data``: 0 takes each layer's
     factors from its weight's truncated SVD; N > 0 keeps those ranks but fits the factors to
     the layer's responses on N random training images (channel scheme only;
     :func:`trp.decompose_on_data_`), which helps a net not trained with TRP."""
@@ -107,6 +108,7 @@ class DecomposeSection:
     scheme: str = "channel"
     criterion: str = "energy:0.02"
     target_speedup: float = 0.0
+    allocate_ranks: bool = False
     rank_multiple: int = 1
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
@@ -204,17 +206,24 @@ class TrainConfig:
         )
 
     def target_family(self) -> str | None:
-        """The criterion family that ``decompose.target_speedup`` searches; None when unset."""
+        """How ``decompose.target_speedup`` is reached: the criterion family it searches, or
+        ``"allocate"`` (``decompose.allocate_ranks``); None when unset."""
         target = self.decompose.target_speedup
         if target == 0:
+            if self.decompose.allocate_ranks:
+                raise ValueError("decompose.allocate_ranks allocates ranks for decompose.target_speedup: set a "
+                                 "target_speedup >= 1 too, or drop allocate_ranks.")
             return None
         if not target >= 1:
             raise ValueError(f"decompose.target_speedup must be 0 (off) or >= 1, got {target}.")
+        if self.decompose.allocate_ranks:
+            return ALLOCATE
         family = parse_criterion(self.decompose.criterion).kind
         if family not in FAMILIES:
             raise ValueError(
                 f"decompose.target_speedup searches the criterion's family, which must be one of {FAMILIES}; "
-                f"got decompose.criterion = {self.decompose.criterion!r}: use e.g. 'energy:0.02'."
+                f"got decompose.criterion = {self.decompose.criterion!r}: use e.g. 'energy:0.02', or set "
+                "decompose.allocate_ranks = true."
             )
         return family
 

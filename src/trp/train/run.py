@@ -39,7 +39,7 @@ from ..rank_training import TRPHandle, attach_trp, criterion_ranks
 from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..plan import RankPlan
 from ..surgery import apply_plan_, decompose_, densify_
-from ..target import criterion_for_speedup
+from ..target import ALLOCATE, criterion_for_speedup, ranks_for_speedup
 from .config import OptimSection, TrainConfig
 from .loop import Batches, TrainingDiverged, evaluate, train_epoch
 from .planned import load_training_plan, plan_config_section, plan_decompose_config, plan_ranks
@@ -53,10 +53,11 @@ __all__ = ["run_training", "method_label", "load_run_data", "RunInterrupted"]
 # Options that may differ between a run and its resumption; any other change is refused.
 # ``run.channels_last`` changes only the memory layout and ``trp.svd_on_host`` where the SVDs
 # run (same math, rounding aside);
-# ``decompose.target_speedup`` and ``decompose.fit_on_data`` only the decomposition after training.
+# ``decompose.target_speedup``, ``allocate_ranks`` and ``fit_on_data`` only the decomposition after training.
 RESUME_CHANGEABLE = (
     "run.progress", "run.stop_after_epochs", "run.device", "run.out_dir", "data.root", "data.download",
-    "data.eval_batch_size", "run.channels_last", "decompose.target_speedup", "decompose.fit_on_data",
+    "data.eval_batch_size", "run.channels_last", "decompose.target_speedup", "decompose.allocate_ranks",
+    "decompose.fit_on_data",
     "trp.svd_on_host",
 )
 
@@ -381,8 +382,8 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 
 def _final_decompose_config(run: _Run, model: nn.Module) -> DecomposeConfig:
-    """``[decompose]`` as written, or with the criterion that reaches ``target_speedup``, or
-    with a plan, the plan's layers and ranks."""
+    """``[decompose]`` as written, or with the criterion (or the allocated ranks) that
+    reaches ``target_speedup``, or with a plan, the plan's layers and ranks."""
     config = run.config
     if run.plan is not None:
         return plan_decompose_config(run.plan)
@@ -390,7 +391,10 @@ def _final_decompose_config(run: _Run, model: nn.Module) -> DecomposeConfig:
     family = config.target_family()
     if family is None:
         return decompose_config
-    found = criterion_for_speedup(model, decompose_config, run.example, config.decompose.target_speedup, family)
+    target = config.decompose.target_speedup
+    if family == ALLOCATE:
+        return ranks_for_speedup(model, decompose_config, run.example, target).config
+    found = criterion_for_speedup(model, decompose_config, run.example, target, family)
     return dataclasses.replace(decompose_config, criterion=found.criterion)
 
 
@@ -415,8 +419,11 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
     decomposed = _evaluate_model(run, decomposed_model)
     decomposed.update(
         conv_speedup=report.conv_speedup, model_speedup=report.model_speedup, layers_decomposed=len(report.decomposed),
-        # A plan run decomposes at the plan's ranks (the summary's "ranks"), not by a criterion.
-        criterion=None if run.plan else decompose_config.criterion.to_dict(), fit_on_data=fitted,
+        # Null where every decomposed layer has a rank fixed by a plan or allocated for a target
+        # (the summary's "ranks"), so that no criterion chose any.
+        criterion=(None if {layer.name for layer in report.decomposed} <= set(decompose_config.ranks)
+                   else decompose_config.criterion.to_dict()),
+        fit_on_data=fitted,
     )
     summary: dict[str, Any] = {
         "method": method_label(config), "model": config.model.name, "dataset": config.data.dataset,
