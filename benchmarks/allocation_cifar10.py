@@ -17,7 +17,7 @@ evaluated on the CIFAR-10 test set:
 
 Each point is saved as it is measured in ``benchmarks/results/cifar10/allocation.json`` (with
 the checkpoint's SHA-256); a rerun measures only the points missing for the same checkpoint.
-It prints the table that ``benchmarks/RESULTS.md`` quotes.
+It prints its table and writes it into ``benchmarks/RESULTS.md`` (the ALLOCATION section).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from reproduce_cifar10 import prepare_data, sha256
+from results_markdown import replace_section
 from trp.config import DecomposeConfig
 from trp.data import load_dataset
 from trp.surgery import decompose_
@@ -99,6 +100,7 @@ def main() -> None:
                 print(f"{label} {target}x {method}: {100 * entry['points'][-1]['accuracy']:.2f} % at {point['conv_speedup']:.2f}x")
         OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
+    replace_section("ALLOCATION", table(results))
 
 
 def table(results: dict) -> str:
