@@ -41,6 +41,7 @@ __all__ = [
     "check_state_dict_fits",
     "load_decomposed",
     "read_rank_plan",
+    "read_rank_plan_and_model",
     "atomic_torch_save",
     "torch_load_weights",
 ]
@@ -188,17 +189,23 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def read_rank_plan(path: str | os.PathLike) -> RankPlan:
     """The rank plan in ``path``: a ``.json`` file as :meth:`RankPlan.to_json` writes it, or
     a trp checkpoint of a decomposed model (e.g. a run's ``decomposed.pt``)."""
+    return read_rank_plan_and_model(path)[0]
+
+
+def read_rank_plan_and_model(path: str | os.PathLike) -> tuple[RankPlan, dict[str, Any] | None]:
+    """:func:`read_rank_plan`, and the model entry (name and kwargs) of the checkpoint it came
+    from; None for a JSON plan, which names no model."""
     path = Path(path)
     if path.suffix.lower() != ".json":
-        plan = read_checkpoint(path).plan
-        if plan is None:
+        checkpoint = read_checkpoint(path)
+        if checkpoint.plan is None:
             raise CheckpointError(f"{path} holds no rank plan (it is a dense checkpoint): give a decomposed "
                                   "checkpoint, such as a run's decomposed.pt, or a rank-plan JSON file.")
-        return plan
+        return checkpoint.plan, checkpoint.model
     if not path.is_file():
         raise CheckpointError(f"rank plan {path} does not exist (or is not a file); check the path.")
     try:
-        return RankPlan.from_json(path.read_text())
+        return RankPlan.from_json(path.read_text()), None
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
 

@@ -9,10 +9,9 @@ its layers, its scheme and its ranks (``DecomposeConfig.ranks``).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError, read_checkpoint, read_rank_plan
+from ..checkpoint import CheckpointError, read_rank_plan_and_model
 from ..config import DecomposeConfig
 from ..models import create_model
 from ..plan import RankPlan
@@ -29,8 +28,7 @@ def load_training_plan(path: str, model_name: str, model_kwargs: dict[str, int],
         ValueError: naming ``model.plan`` and what to change.
     """
     try:
-        plan = read_rank_plan(path)
-        saved_model = None if Path(path).suffix.lower() == ".json" else read_checkpoint(path).model
+        plan, saved_model = read_rank_plan_and_model(path)
     except CheckpointError as error:
         raise ValueError(f"model.plan: {error}") from None
     if not plan.layers:
