@@ -720,3 +720,19 @@ def test_prepare_data_names_a_missing_checksum_file(tmp_path):
     make_archive(tmp_path / "data.tar.gz")
     with pytest.raises(SystemExit, match=r"data\.tar\.gz\.sha256 does not exist"):
         script.prepare_data(tmp_path / "data.tar.gz", tmp_path / "cache")
+
+
+def test_allocation_benchmark_decomposes_each_way_at_the_target_and_tables_every_point():
+    script = load_benchmark("allocation_cifar10")
+    model = create_model("resnet20").eval()
+    config = script.DecomposeConfig(scheme="spatial", decompose_linear=False)
+    example = torch.zeros(1, 3, 32, 32)
+    points = []
+    for method in script.METHODS:
+        candidate, point = script.decompose_at(model, config, example, method, 2.0)
+        assert point["conv_speedup"] >= 2.0 and count_macs(model, example).conv_macs / count_macs(candidate, example).conv_macs == pytest.approx(point["conv_speedup"])
+        assert ("ranks" in point) == (method in script.OBJECTIVE)
+        points.append({"target": 2.0, "method": method, "accuracy": 0.5, **point})
+    table = script.table({"nets": {"net": {"scheme": "spatial", "dense_accuracy": 0.6, "points": points[:3]}}})
+    row = table.splitlines()[-1]
+    assert row.startswith("| net | spatial | 60.00 | 2.0x | 50.00 at") and row.endswith("|  |")  # allocate-lost missing
