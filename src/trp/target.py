@@ -100,7 +100,11 @@ class _Layer:
         return self.saving_at(select_rank(self.singular_values, criterion, config.rank_multiple), config)
 
     def saving_at(self, rank: int, config: DecomposeConfig) -> int:
-        cost = self.macs_at(rank)
+        return self.saving_for_cost(self.macs_at(rank), config)
+
+    def saving_for_cost(self, cost: int, config: DecomposeConfig) -> int:
+        """MACs saved by a factorized form costing ``cost`` MACs: 0 where it would not save
+        any and the layer stays dense (as :func:`trp.decompose_` decides)."""
         if cost >= self.dense_macs and not config.keep_unprofitable:
             return 0
         return self.dense_macs - cost
@@ -273,9 +277,8 @@ class _RankOptions:
         # Both factors' MACs grow linearly in the rank, so two counts give every rank's.
         at_one = layer.macs_at(1)
         per_rank = layer.macs_at(2) - at_one if full_rank > 1 else 0
-        costs = [at_one + (rank - 1) * per_rank for rank in ranks]
-        factorized = [config.keep_unprofitable or cost < layer.dense_macs for cost in costs]
-        saved = [layer.dense_macs - cost if kept else 0 for cost, kept in zip(costs, factorized)]
+        saved = [layer.saving_for_cost(at_one + (rank - 1) * per_rank, config) for rank in ranks]
+        factorized = [config.keep_unprofitable or saving > 0 for saving in saved]
         lost = [min(float(beyond[rank]) / total, 1.0) if kept else 0.0 for rank, kept in zip(ranks, factorized)]
         # kept_l(r) > 0 for r >= 1 unless the weight is zero; the floor keeps the log finite then.
         penalty = [-math.log(max(1.0 - x, 1e-300)) if objective == "log_kept" else x for x in lost]
