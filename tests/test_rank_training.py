@@ -1,10 +1,13 @@
 """TRP training component: projection ranks, the nuclear-norm sub-gradient, hooks."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import trp
 import trp.rank_training as rank_training
 from trp import DecomposeConfig, TRPConfig, attach_trp
 from trp.criteria import EnergyCriterion, FixedRankCriterion
@@ -172,6 +175,9 @@ def test_nuclear_norm_alone_shrinks_singular_values():
         ({"nuclear_weight": -1.0}, "nuclear_weight"),
         ({"nuclear_weight": float("nan")}, "nuclear_weight"),
         ({"project": False}, "does nothing"),
+        ({"max_speedup": 0.5}, "max_speedup must be 0"),
+        ({"max_speedup": float("inf")}, "max_speedup must be 0"),
+        ({"max_speedup": 2.0, "project": False, "nuclear_weight": 1e-3}, "needs project = true"),
     ],
 )
 def test_impossible_trp_configs(kwargs, message):
@@ -220,3 +226,43 @@ def test_non_finite_weights_are_left_alone():
         parameter.grad = torch.zeros_like(parameter)
     optimizer.step()  # no SVD error: the diverged weights are the training loop's to report
     assert handle.steps == 1
+
+
+def conv_speedup_at(model: nn.Module, ranks: dict[str, int], scheme: str, example: torch.Tensor) -> float:
+    """Conv-MAC speed-up of decomposing a copy of ``model`` at ``ranks``."""
+    config = DecomposeConfig(scheme=scheme, ranks=ranks, include=tuple(ranks), decompose_linear=False)
+    return trp.decompose_(copy.deepcopy(model), config, example).conv_speedup
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_max_speedup_stops_the_projections_near_the_cap(scheme):
+    """Projections at e = 0.3 cut far past 1.5x; with max_speedup = 1.5 they stop at the ranks
+    trp.target.ranks_for_speedup allocates for 1.5x from the current weights."""
+    example = torch.zeros(1, 3, 8, 8)
+    reached = {}
+    for cap in (0.0, 1.5):
+        torch.manual_seed(0)
+        model = Small()
+        decompose = DecomposeConfig(scheme=scheme, criterion=EnergyCriterion(0.3), decompose_linear=False)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        handle = attach_trp(model, optimizer, TRPConfig(period=1, decompose=decompose, max_speedup=cap), example_input=example)
+        train_steps(model, optimizer, 12)
+        ranks = handle.project_()
+        assert handle.energy_ranks() == ranks  # a projection right after changes nothing
+        assert rank_training.projection_ranks(model, handle.config, example) == ranks
+        reached[cap] = conv_speedup_at(model, ranks, scheme, example)
+        if cap:
+            allocated = trp.target.ranks_for_speedup(model, decompose, example, cap)
+            assert all(ranks[name] >= rank for name, rank in allocated.ranks.items())
+    assert reached[0.0] > 2.0
+    assert 1.5 <= reached[1.5] <= 1.5 * 1.1
+
+
+def test_max_speedup_needs_an_example_input_and_a_reachable_cap():
+    model = Small()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(TypeError, match="max_speedup needs example_input"):
+        attach_trp(model, optimizer, TRPConfig(max_speedup=2.0))
+    with pytest.raises(ValueError, match="out of reach"):
+        attach_trp(model, optimizer, TRPConfig(max_speedup=500.0), example_input=torch.zeros(1, 3, 8, 8))
+    assert not getattr(optimizer, "_trp_attached", False)

@@ -179,6 +179,8 @@ def test_overrides_are_typed(tmp_path):
         (["decompose.target_speedup=0.5"], "target_speedup must be 0"),
         (["decompose.target_speedup=2", "decompose.criterion=rank:4"], "must be one of"),
         (["decompose.allocate_ranks=true"], "set a target_speedup >= 1 too"),
+        (["trp.enabled=true", "trp.max_speedup=2", "decompose.target_speedup=2"], "set one of them"),
+        (["trp.enabled=true", "trp.max_speedup=0.5"], "max_speedup must be 0"),
         (["optim.epochs=0", "model.checkpoint=x.pt", "trp.enabled=true"], "set trp.enabled = false"),
         (["decompose.fit_on_data=-1"], "number of training images"),
         (["model.plan=plan.json", "trp.enabled=true"], "model.plan trains a factorized net"),
@@ -497,6 +499,21 @@ def test_basic_with_allocated_ranks(tiny_folder, tmp_path):
     assert summary["decomposed"]["conv_speedup"] == pytest.approx(allocated.speedup)
     assert allocated.speedup >= 1.5 and summary["ranks"]
     assert all(allocated.ranks[name] == rank for name, rank in summary["ranks"].items())
+
+
+def test_trp_with_a_speedup_cap_decomposes_at_the_ranks_its_projections_keep(tiny_folder, tmp_path):
+    """trp.max_speedup: e = 0.3 alone cuts far past 1.3x in two epochs; with the cap the run
+    stops near it, logs the capped ranks, and decomposes at them."""
+    free = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "free")))
+    capped = run_training(load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "capped", **{"trp.max_speedup": 1.3})))
+    assert free["decomposed"]["conv_speedup"] > 2.0
+    assert capped["decomposed"]["conv_speedup"] <= 1.3 * 1.1 and capped["decomposed"]["criterion"] is None
+    model = trp.load_decomposed(tmp_path / "capped" / "dense.pt", trp.models.create_model("resnet20", num_classes=2))
+    config = load_train_config(None, tiny_overrides(tiny_folder, tmp_path / "x", **{"trp.max_speedup": 1.3})).trp_config()
+    expected = trp.rank_training.projection_ranks(model, config, torch.zeros(1, 3, 12, 12))
+    assert capped["ranks"] == {name: rank for name, rank in expected.items() if name in capped["ranks"]}
+    metrics = [json.loads(line) for line in (tmp_path / "capped" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["ranks"] == {name: rank for name, rank in expected.items()}
 
 
 def test_an_unreachable_target_fails_before_training(tiny_folder, tmp_path):

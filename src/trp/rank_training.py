@@ -8,6 +8,10 @@ Two mechanisms, each optional, act on the layers :func:`trp.decompose_` would fa
   net keeps its dense shape), with ``k`` from the config's rank criterion (by default the
   energy criterion). It happens right after step ``t`` when ``t % period == 0``, so the
   forward and gradient of the next iteration are computed at the projected weights.
+* **Speed-up cap** (``max_speedup``, not in the paper). A projection keeps each conv layer at
+  least at the rank :func:`trp.target.ranks_for_speedup` allocates it, from the current
+  weights, for that conv-MAC speed-up, so training settles near it rather than wherever the
+  criterion stops.
 * **Nuclear norm** (paper Eq. 6). ``lambda * sum_l ||W_l||_*`` enters through its
   sub-gradient ``lambda * U V^T`` (``U``, ``V`` truncated to the numerical rank), added to
   each weight's gradient just before every ``nuclear_every``-th optimizer step.
@@ -41,11 +45,13 @@ import torch
 from torch import nn
 
 from .config import DecomposeConfig
-from .criteria import EnergyCriterion
-from .lowrank import batched_thin_svd, matrix_to_weight, solution_from_svd, weight_to_matrix
+from .counting import count_macs
+from .criteria import EnergyCriterion, FixedRankCriterion
+from .lowrank import batched_thin_svd, matrix_to_weight, select_rank, solution_from_svd, weight_to_matrix
 from .surgery import FilterFn, factorizable_layers
+from .target import LayerSpectrum, allocate_ranks
 
-__all__ = ["TRPConfig", "TRPHandle", "attach_trp", "criterion_ranks"]
+__all__ = ["TRPConfig", "TRPHandle", "attach_trp", "criterion_ranks", "projection_ranks"]
 
 
 @dataclass
@@ -63,6 +69,11 @@ class TRPConfig:
             Weights on the CPU are not affected.
         decompose: which layers, which reshape (scheme) and which rank criterion; by default
             the channel scheme with the energy criterion, ``e = 0.02`` (paper, CIFAR-10).
+        max_speedup: 0 (off), or a conv-MAC speed-up ``X >= 1`` that projections do not cut
+            past: each conv layer keeps ``max(criterion's rank, allocated rank)``, the
+            allocated ranks being :func:`trp.target.ranks_for_speedup`'s for ``X`` from the
+            weights at that projection. :func:`attach_trp` then needs ``example_input``, and
+            the trained net should be decomposed at :func:`projection_ranks`.
     """
 
     period: int = 20
@@ -71,8 +82,13 @@ class TRPConfig:
     nuclear_every: int = 1
     svd_on_host: bool = True
     decompose: DecomposeConfig = field(default_factory=lambda: DecomposeConfig(criterion=EnergyCriterion(0.02)))
+    max_speedup: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (self.max_speedup == 0 or (math.isfinite(self.max_speedup) and self.max_speedup >= 1)):
+            raise ValueError(f"TRP max_speedup must be 0 (off) or a conv-MAC speed-up >= 1, got {self.max_speedup}.")
+        if self.max_speedup and not self.project:
+            raise ValueError("TRP max_speedup caps what projections cut, so it needs project = true.")
         for name in ("period", "nuclear_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -92,6 +108,7 @@ class TRPConfig:
 @dataclass
 class _Target:
     name: str
+    module: nn.Module
     weight: nn.Parameter
     groups: int
 
@@ -117,9 +134,11 @@ class TRPHandle:
     (e.g. to log rank dynamics, the paper's Fig. 2).
     """
 
-    def __init__(self, targets: list[_Target], optimizer: torch.optim.Optimizer, config: TRPConfig) -> None:
+    def __init__(self, targets: list[_Target], optimizer: torch.optim.Optimizer, config: TRPConfig,
+                 cap: _SpeedupCap | None = None) -> None:
         self.config = config
         self.targets = targets
+        self.cap = cap
         self.steps = 0
         self.last_ranks: dict[str, int] = {}
         self.projection_listeners: list[Callable[[int, dict[str, int]], None]] = []
@@ -173,13 +192,13 @@ class TRPHandle:
         Returns:
             the rank each layer was projected to, by name.
         """
-        decompose = self.config.decompose
-        ranks = {}
-        for target, (u, s, vh) in zip(self.targets, self._svds()):
-            solution = solution_from_svd(u, s, vh, decompose.criterion_for(target.name), decompose.rank_multiple)
+        svds = self._svds()
+        ranks = _ranks_now(self.targets, [s for _, s, _ in svds], self.config.decompose, self.cap)
+        for target, (u, s, vh) in zip(self.targets, svds):
+            solution = solution_from_svd(u, s, vh, FixedRankCriterion(ranks[target.name]))
+            ranks[target.name] = solution.rank  # 1 for an all-zero weight, whatever was asked
             shape = tuple(target.weight.shape)
             target.weight.copy_(matrix_to_weight(solution.reconstruct(), shape, self._scheme()))
-            ranks[target.name] = solution.rank
             if self.config.nuclear:
                 direction = _direction(solution.u, solution.s, solution.vh)
                 self._cache[target.name] = _CachedDirection(
@@ -213,8 +232,11 @@ class TRPHandle:
         return float(sum(float(s.sum()) for _, s, _ in self._svds()))
 
     def energy_ranks(self) -> dict[str, int]:
-        """The rank the configured criterion would give each layer now (for rank dynamics)."""
-        return _criterion_ranks(self.targets, self.config.decompose)
+        """The rank a projection would give each layer now: the configured criterion's, raised
+        to the cap's where ``max_speedup`` is set (for rank dynamics)."""
+        with torch.no_grad():
+            spectra = [s for _, s, _ in self._svds()]
+        return _ranks_now(self.targets, spectra, self.config.decompose, self.cap)
 
     def _finite(self) -> bool:
         """Every targeted weight finite: one fused reduction per device, so one host-device
@@ -272,26 +294,76 @@ def _svds_through_host(matrices: list[torch.Tensor]) -> list[tuple[torch.Tensor,
     return results  # type: ignore[return-value]
 
 
-def _criterion_ranks(targets: list[_Target], config: DecomposeConfig) -> dict[str, int]:
-    with torch.no_grad():
-        svds = batched_thin_svd([target.matrix(config.scheme) for target in targets])
-    return {
-        target.name: solution_from_svd(u, s, vh, config.criterion_for(target.name), config.rank_multiple).rank
-        for target, (u, s, vh) in zip(targets, svds)
-    }
-
-
 def criterion_ranks(model: nn.Module, config: DecomposeConfig, filter_fn: FilterFn | None = None) -> dict[str, int]:
     """The rank ``config.criterion`` would give each layer ``decompose_`` considers, now,
     without changing the model (e.g. to log rank dynamics of any run)."""
-    return _criterion_ranks(_targets(model, config, filter_fn), config)
+    targets = _targets(model, config, filter_fn)
+    return _ranks_now(targets, _spectra(targets, config.scheme), config, None)
+
+
+def projection_ranks(
+    model: nn.Module,
+    config: TRPConfig,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    filter_fn: FilterFn | None = None,
+) -> dict[str, int]:
+    """The rank a TRP projection with ``config`` would give each layer of ``model`` now (the
+    criterion's, raised to the allocation's for ``config.max_speedup``), without changing the
+    model. Decompose a net trained with a cap at these ranks (``DecomposeConfig.ranks``):
+    the criterion alone would cut past the cap. ``example_input`` as for :func:`attach_trp`."""
+    targets = _trainable_targets(model, config.decompose, filter_fn)
+    cap = _SpeedupCap.of(model, targets, config.max_speedup, example_input) if config.max_speedup else None
+    return _ranks_now(targets, _spectra(targets, config.decompose.scheme), config.decompose, cap)
+
+
+def _spectra(targets: list[_Target], scheme: str) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [s for _, s, _ in batched_thin_svd([target.matrix(scheme) for target in targets])]
 
 
 def _targets(model: nn.Module, config: DecomposeConfig, filter_fn: FilterFn | None) -> list[_Target]:
     return [
-        _Target(name, module.weight, getattr(module, "groups", 1))
+        _Target(name, module, module.weight, getattr(module, "groups", 1))
         for name, module in factorizable_layers(model, config, filter_fn)
     ]
+
+
+@dataclass
+class _SpeedupCap:
+    """``TRPConfig.max_speedup`` with what allocating ranks for it needs: each targeted
+    conv's input shapes and the whole net's conv MACs."""
+
+    speedup: float
+    input_shapes: dict[str, list[tuple[int, ...]]]
+    conv_total: int
+
+    @classmethod
+    def of(cls, model: nn.Module, targets: list[_Target], speedup: float,
+           example_input: torch.Tensor | tuple[torch.Tensor, ...] | None) -> _SpeedupCap:
+        if example_input is None:
+            raise TypeError("TRP max_speedup needs example_input (e.g. torch.zeros(1, 3, 32, 32)): one forward pass "
+                            "measures each layer's input size, which its MAC cost depends on.")
+        counts = count_macs(model, example_input).by_name()
+        shapes = {t.name: counts[t.name].input_shapes for t in targets
+                  if isinstance(t.module, nn.Conv2d) and t.name in counts}
+        return cls(speedup, shapes, count_macs(model, example_input).conv_macs)
+
+    def ranks(self, targets: list[_Target], spectra: list[torch.Tensor], config: DecomposeConfig) -> dict[str, int]:
+        """The ranks :func:`trp.target.ranks_for_speedup` allocates from these spectra."""
+        layers = [LayerSpectrum.of(t.name, t.module, s.detach().cpu(), self.input_shapes[t.name], config.scheme)
+                  for t, s in zip(targets, spectra) if t.name in self.input_shapes]
+        return allocate_ranks(layers, self.conv_total, config, self.speedup).ranks
+
+
+def _ranks_now(targets: list[_Target], spectra: list[torch.Tensor], config: DecomposeConfig,
+               cap: _SpeedupCap | None) -> dict[str, int]:
+    """The rank a projection gives each target: its criterion's (or fixed) rank, raised to
+    the capped allocation's where there is a cap."""
+    ranks = {t.name: select_rank(s, config.criterion_for(t.name), config.rank_multiple) for t, s in zip(targets, spectra)}
+    if cap is not None:
+        for name, rank in cap.ranks(targets, spectra, config).items():
+            ranks[name] = max(ranks[name], rank)
+    return ranks
 
 
 def _direction(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
@@ -307,6 +379,7 @@ def attach_trp(
     optimizer: torch.optim.Optimizer,
     config: TRPConfig | None = None,
     filter_fn: FilterFn | None = None,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
 ) -> TRPHandle:
     """Attach TRP to ``optimizer`` for the layers of ``model`` that ``config.decompose`` and
     ``filter_fn`` select (exactly those :func:`trp.decompose_` would consider), except
@@ -316,12 +389,16 @@ def attach_trp(
     wrapped model's ``.module``; weights, gradients and therefore projections are identical
     on every rank.
 
+    ``example_input`` (an input batch, run once in eval mode) is needed only for
+    ``config.max_speedup``, whose MAC counts depend on each layer's input size.
+
     Raises:
-        ValueError: no layer is selected, a targeted weight is not in the optimizer, or TRP
-            is already attached to it.
+        ValueError: no layer is selected, a targeted weight is not in the optimizer, TRP
+            is already attached to it, or ``max_speedup`` is out of the layers' reach.
+        TypeError: ``max_speedup`` without ``example_input``.
     """
     config = config if config is not None else TRPConfig()
-    targets = [target for target in _targets(model, config.decompose, filter_fn) if target.weight.requires_grad]
+    targets = _trainable_targets(model, config.decompose, filter_fn)
     if not targets:
         raise ValueError(
             "TRP found no trainable conv or linear layer to act on: check include/exclude, filter_fn and requires_grad."
@@ -335,6 +412,13 @@ def attach_trp(
             f"the optimizer does not update {len(missing)} targeted weight(s) (e.g. {missing[0]}): "
             "create the optimizer over model.parameters() before attaching TRP, or exclude those layers."
         )
-    handle = TRPHandle(targets, optimizer, config)
+    cap = _SpeedupCap.of(model, targets, config.max_speedup, example_input) if config.max_speedup else None
+    if cap is not None:  # an unreachable cap fails now, not at the first projection
+        cap.ranks(targets, _spectra(targets, config.decompose.scheme), config.decompose)
+    handle = TRPHandle(targets, optimizer, config, cap)
     optimizer._trp_attached = True  # type: ignore[attr-defined]
     return handle
+
+
+def _trainable_targets(model: nn.Module, config: DecomposeConfig, filter_fn: FilterFn | None) -> list[_Target]:
+    return [target for target in _targets(model, config, filter_fn) if target.weight.requires_grad]

@@ -29,7 +29,8 @@ from .layers import FactorizedLayer
 from .lowrank import batched_thin_svd, round_rank, select_rank
 from .surgery import FilterFn, factorizable_layers, factorized_class_for
 
-__all__ = ["TargetResult", "AllocationResult", "criterion_for_speedup", "ranks_for_speedup", "FAMILIES", "ALLOCATE", "OBJECTIVES"]
+__all__ = ["TargetResult", "AllocationResult", "criterion_for_speedup", "ranks_for_speedup", "FAMILIES", "ALLOCATE", "OBJECTIVES",
+           "LayerSpectrum", "allocate_ranks"]
 
 FAMILIES = ("energy", "fraction")
 ALLOCATE = "allocate"  # the name of ranks_for_speedup where a family is chosen by name (CLI, training configs)
@@ -81,7 +82,10 @@ class AllocationResult:
 
 
 @dataclass
-class _Layer:
+class LayerSpectrum:
+    """What the target searches know of one layer: its singular values in ``cls``'s scheme
+    (``(g, p)``, groups by rank) and the input shapes it ran on, for its MACs at any rank."""
+
     name: str
     cls: type[FactorizedLayer]
     module: nn.Module
@@ -89,6 +93,12 @@ class _Layer:
     input_shapes: list[tuple[int, ...]]
     dense_macs: int
     is_conv: bool
+
+    @classmethod
+    def of(cls, name: str, module: nn.Module, singular_values: torch.Tensor, input_shapes: list[tuple[int, ...]],
+           scheme: str) -> LayerSpectrum:
+        return cls(name, factorized_class_for(module, scheme), module, singular_values, input_shapes,
+                   sum(layer_macs(module, shape) for shape in input_shapes), isinstance(module, nn.Conv2d))
 
     def macs_at(self, rank: int) -> int:
         """MACs of the layer factorized at ``rank``."""
@@ -110,18 +120,14 @@ class _Layer:
         return self.dense_macs - cost
 
 
-def _layers(model: nn.Module, config: DecomposeConfig, example: torch.Tensor, filter_fn: FilterFn | None) -> tuple[list[_Layer], int]:
+def _layers(model: nn.Module, config: DecomposeConfig, example: torch.Tensor, filter_fn: FilterFn | None) -> tuple[list[LayerSpectrum], int]:
     counted = count_macs(model, example)
     counts = counted.by_name()
     chosen = [(name, module) for name, module in factorizable_layers(model, config, filter_fn) if name in counts]
-    classes = [factorized_class_for(module, config.scheme) for _, module in chosen]
-    matrices = [cls.dense_matrix(module) for cls, (_, module) in zip(classes, chosen)]
+    matrices = [factorized_class_for(module, config.scheme).dense_matrix(module) for _, module in chosen]
     spectra = [s for _, s, _ in batched_thin_svd(matrices)]
-    layers = [
-        _Layer(name, cls, module, s, counts[name].input_shapes,
-               sum(layer_macs(module, x) for x in counts[name].input_shapes), isinstance(module, nn.Conv2d))
-        for cls, (name, module), s in zip(classes, chosen, spectra)
-    ]
+    layers = [LayerSpectrum.of(name, module, s, counts[name].input_shapes, config.scheme)
+              for (name, module), s in zip(chosen, spectra)]
     return layers, counted.conv_macs
 
 
@@ -213,10 +219,24 @@ def ranks_for_speedup(
             largest reachable speed-up), a negative tolerance, a model with no conv layer to
             decompose, or an unknown objective.
     """
+    layers, conv_total = _layers(model, config, example_input, filter_fn)
+    return allocate_ranks(layers, conv_total, config, target_speedup, tolerance, objective, max_iterations)
+
+
+def allocate_ranks(
+    layers: list[LayerSpectrum],
+    conv_total: int,
+    config: DecomposeConfig,
+    target_speedup: float,
+    tolerance: float = 0.02,
+    objective: str = "log_kept",
+    max_iterations: int = 100,
+) -> AllocationResult:
+    """:func:`ranks_for_speedup` from spectra already computed: ``layers`` are the candidate
+    layers and ``conv_total`` the conv MACs of the whole net."""
     _check_target(target_speedup, tolerance)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
-    layers, conv_total = _layers(model, config, example_input, filter_fn)
     fixed_saving = sum(layer.saving(config.criterion_for(layer.name), config)
                        for layer in layers if layer.is_conv and layer.name in config.ranks)
     options = [_RankOptions.of(layer, config, conv_total, objective) for layer in layers
@@ -268,7 +288,7 @@ class _RankOptions:
     share_saved: torch.Tensor  # (k,) float64: MACs saved over the net's conv MACs
 
     @classmethod
-    def of(cls, layer: _Layer, config: DecomposeConfig, conv_total: int, objective: str) -> _RankOptions:
+    def of(cls, layer: LayerSpectrum, config: DecomposeConfig, conv_total: int, objective: str) -> _RankOptions:
         full_rank = layer.singular_values.shape[-1]
         ranks = sorted({round_rank(r, config.rank_multiple, full_rank) for r in range(1, full_rank + 1)}, reverse=True)
         energy = layer.singular_values.double().square().sum(0)  # (p,), summed over groups
@@ -298,7 +318,7 @@ def _check_target(target_speedup: float, tolerance: float) -> None:
         raise ValueError(f"tolerance is the fraction the speed-up may exceed the target by, >= 0; got {tolerance}.")
 
 
-def _check_reachable(target_speedup: float, most: float, layers: list[_Layer], config: DecomposeConfig) -> None:
+def _check_reachable(target_speedup: float, most: float, layers: list[LayerSpectrum], config: DecomposeConfig) -> None:
     if not any(layer.is_conv for layer in layers):
         raise ValueError("no conv layer to decompose, so no conv-MAC speed-up can be reached: check include, "
                          "exclude and filter_fn, and that the model has nn.Conv2d layers.")

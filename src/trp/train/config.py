@@ -92,6 +92,7 @@ class TRPSection:
     nuclear_weight: float = 0.0
     nuclear_every: int = 1
     svd_on_host: bool = True  # per-step SVDs of accelerator weights on the CPU (trp.TRPConfig)
+    max_speedup: float = 0.0  # projections stop near this conv-MAC speed-up (trp.TRPConfig); 0: off
 
 
 @dataclass
@@ -191,6 +192,9 @@ class TrainConfig:
             raise ValueError("optim.epochs = 0 trains nothing, so TRP cannot act: set trp.enabled = false.")
         if self.trp.enabled:
             self.trp_config()
+        if self.trp.enabled and self.trp.max_speedup and self.decompose.target_speedup:
+            raise ValueError("trp.max_speedup decomposes the trained net at the ranks its projections keep, and "
+                             "decompose.target_speedup at others: set one of them.")
 
     def decompose_config(self) -> DecomposeConfig:
         section = self.decompose
@@ -235,6 +239,7 @@ class TrainConfig:
             nuclear_every=self.trp.nuclear_every,
             svd_on_host=self.trp.svd_on_host,
             decompose=self.decompose_config(),
+            max_speedup=self.trp.max_speedup,
         )
 
     def to_dict(self) -> dict[str, Any]:

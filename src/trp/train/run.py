@@ -35,7 +35,7 @@ from ..config import DecomposeConfig
 from ..counting import count_macs
 from ..data import ImageDataset, TensorLoader, calibration_batches, load_dataset
 from ..models import create_model
-from ..rank_training import TRPHandle, attach_trp, criterion_ranks
+from ..rank_training import TRPHandle, attach_trp, criterion_ranks, projection_ranks
 from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..plan import RankPlan
 from ..surgery import apply_plan_, decompose_, densify_
@@ -262,7 +262,8 @@ def _train(run: _Run, resume: bool) -> tuple[nn.Module, float]:
         return model, 0.0
     optimizer = _optimizer(model, config.optim.lr, config.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(config.optim, len(run.loader)))
-    handle: TRPHandle | None = attach_trp(model, optimizer, config.trp_config()) if config.trp.enabled else None
+    handle: TRPHandle | None = (attach_trp(model, optimizer, config.trp_config(), example_input=run.example)
+                                if config.trp.enabled else None)
     generators = {"shuffle": run.shuffle}
     wrapped = run.wrap(model)  # before restoring: wrapping broadcasts (rewrites) the weights
     completed, elapsed = 0, 0.0
@@ -383,11 +384,15 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 def _final_decompose_config(run: _Run, model: nn.Module) -> DecomposeConfig:
     """``[decompose]`` as written, or with the criterion (or the allocated ranks) that
-    reaches ``target_speedup``, or with a plan, the plan's layers and ranks."""
+    reaches ``target_speedup``, or at the ranks TRP's projections keep under
+    ``trp.max_speedup``, or with a plan, the plan's layers and ranks."""
     config = run.config
     if run.plan is not None:
         return plan_decompose_config(run.plan)
     decompose_config = config.decompose_config()
+    if config.trp.enabled and config.trp.max_speedup:  # the criterion alone would cut past the cap
+        ranks = projection_ranks(model, config.trp_config(), run.example)
+        return dataclasses.replace(decompose_config, ranks={**decompose_config.ranks, **ranks})
     family = config.target_family()
     if family is None:
         return decompose_config
