@@ -104,8 +104,15 @@ def _period(run: str) -> str:
     return f"m = {_config(run).trp.period}"
 
 
+def _cap(run: str) -> str:
+    """The speed-up cap of a run's config, as the table names it ("capped at 2.84x")."""
+    return f"capped at {_config(run).trp.max_speedup:g}x"
+
+
 # TRP2+Nu projecting every 5 steps: at the e/m of the e = 0.01 run, then at an energy aimed at 2.8x.
 PERIOD_RUNS = ("trp2-nu-m5", "trp2-nu-m5-e0.0075")
+# TRP2+Nu at the paper's settings, its projections capped at the paper's TRP2+Nu speed-up (trp.max_speedup).
+CAP_RUNS = ("trp2-nu-cap2.84",)
 # The search: the stem conv left dense, as the TRP authors' public code leaves it (scheme -> run).
 DENSE_STEM_RUNS = {"channel": "trp1-nu-dense-stem", "spatial": "trp2-nu-e0.01-dense-stem"}
 # The paper's settings trained as the authors' code trains them: the stem dense, and the nuclear norm
@@ -113,12 +120,13 @@ DENSE_STEM_RUNS = {"channel": "trp1-nu-dense-stem", "spatial": "trp2-nu-e0.01-de
 AUTHORS_CODE_RUNS = {"channel": "trp1-nu-authors-code", "spatial": "trp2-nu-authors-code"}
 # TRP runs per scheme: the paper's settings, then the search (half the energy pruned per
 # projection, with the paper's lambda and with lambda restoring its total push; for TRP2+Nu,
-# gentler projections made more often; the stem conv left dense; the authors' code's way; TRP+Nu for a
+# gentler projections made more often, or capped at the paper's speed-up; the stem conv left dense; the authors' code's way; TRP+Nu for a
 # few epochs from our trained baseline).
 TRP_NU_RUNS = {
     scheme: {f"trp{n}-nu": f"TRP{n}+Nu", f"trp{n}-nu-e0.01": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-e0.01')}",
              f"trp{n}-nu-lambda": f"TRP{n}+Nu, {_energy(f'trp{n}-nu-lambda')}, {_nuclear_weight(f'trp{n}-nu-lambda')}",
              **({run: f"TRP2+Nu, {_energy(run)}, {_period(run)}" for run in PERIOD_RUNS} if n == 2 else {}),
+             **({run: f"TRP2+Nu, {_cap(run)}" for run in CAP_RUNS} if n == 2 else {}),
              DENSE_STEM_RUNS[scheme]: f"TRP{n}+Nu, {_energy(DENSE_STEM_RUNS[scheme])}, stem dense",
              AUTHORS_CODE_RUNS[scheme]: f"TRP{n}+Nu as the authors' code trains it",
              f"trp{n}-nu-from-baseline": f"TRP{n}+Nu from our baseline, {_energy(f'trp{n}-nu-from-baseline')}"}
