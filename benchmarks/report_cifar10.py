@@ -393,7 +393,7 @@ def target_checks(results: Results) -> list[dict[str, Any]]:
         check.update(floor=floor, fastest=max((p["conv_speedup"] for p in sweep), default=low["conv_speedup"]))
         for name, point in (("config_point", own), ("best_point", best)):
             check[name] = None if point is None else {
-                "energy": point["criterion"].get("pruned_energy"), "speedup": point["conv_speedup"],
+                "energy": (point["criterion"] or {}).get("pruned_energy"), "speedup": point["conv_speedup"],
                 "accuracy": 100 * point["accuracy"], "margin": 100 * point["accuracy"] - floor,
                 "met": meets_target(100 * point["accuracy"], reference, point["conv_speedup"], scheme),
             }
@@ -1065,7 +1065,8 @@ def _target_line(check: dict[str, Any]) -> str:
         if point:
             verdict = "meets it" if point["met"] else (
                 "too slow" if point["speedup"] < check["min_speedup"] else "too inaccurate")
-            parts.append(f"{what} (e = {point['energy']}): {point['accuracy']:.2f} % at {point['speedup']:.3f}x, "
+            setting = "at the ranks its capped projections kept" if point["energy"] is None else f"e = {point['energy']}"
+            parts.append(f"{what} ({setting}): {point['accuracy']:.2f} % at {point['speedup']:.3f}x, "
                          f"{point['margin']:+.2f} points against the allowed {check['floor']:.2f} %: {verdict}")
     if check.get("best_point") is None:
         parts.append(f"no sweep point reaches {check['min_speedup']}x (fastest {check['fastest']:.2f}x)")
