@@ -343,10 +343,11 @@ class _SpeedupCap:
         if example_input is None:
             raise TypeError("TRP max_speedup needs example_input (e.g. torch.zeros(1, 3, 32, 32)): one forward pass "
                             "measures each layer's input size, which its MAC cost depends on.")
-        counts = count_macs(model, example_input).by_name()
+        counted = count_macs(model, example_input)
+        counts = counted.by_name()
         shapes = {t.name: counts[t.name].input_shapes for t in targets
                   if isinstance(t.module, nn.Conv2d) and t.name in counts}
-        return cls(speedup, shapes, count_macs(model, example_input).conv_macs)
+        return cls(speedup, shapes, counted.conv_macs)
 
     def ranks(self, targets: list[_Target], spectra: list[torch.Tensor], config: DecomposeConfig) -> dict[str, int]:
         """The ranks :func:`trp.target.ranks_for_speedup` allocates from these spectra."""

@@ -249,17 +249,18 @@ def allocate_ranks(
         return [option.best(math.exp(log_mu)) for option in options]
 
     weak, strong = -30.0, 30.0  # log(mu): mu = e^-30 keeps every layer dense, e^30 takes the cheapest ranks
-    _check_reachable(target_speedup, speedup(allocate(strong)), layers, config)
+    chosen = allocate(strong)  # always the allocation at ``strong``
+    _check_reachable(target_speedup, speedup(chosen), layers, config)
     iterations = 0
     for iterations in range(1, max_iterations + 1):
         middle = (weak + strong) / 2
-        if speedup(allocate(middle)) >= target_speedup:
-            strong = middle
+        trial = allocate(middle)
+        if speedup(trial) >= target_speedup:
+            strong, chosen = middle, trial
         else:
             weak = middle
-        if speedup(allocate(strong)) <= target_speedup * (1 + tolerance):
+        if speedup(chosen) <= target_speedup * (1 + tolerance):
             break
-    chosen = allocate(strong)
     ranks = {option.name: choice.rank for option, choice in zip(options, chosen)}
     return AllocationResult(
         dataclasses.replace(config, ranks={**config.ranks, **ranks}), ranks, speedup(chosen), target_speedup, objective,
