@@ -390,9 +390,10 @@ def test_speedup_at_ranks_reproduces_every_committed_runs_figure():
 def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_when_finished(tmp_path, monkeypatch):
     report = load_benchmark("report_cifar10")
     assert report.PAPER_SCHEDULE_SCHEMES == {"trp2-nu-paper": "spatial", "trp2-nu-e0.01-paper": "spatial",
-                                             "trp1-nu-paper": "channel"}
+                                             "trp1-nu-paper": "channel", "trp2-nu-cap2.84-paper": "spatial"}
     labels = [report.paper_schedule_label(run) for run in report.PAPER_SCHEDULE_SCHEMES]
-    assert labels == ["TRP2+Nu, e = 0.02", "TRP2+Nu, e = 0.01", "TRP1+Nu, e = 0.02"]  # distinct: they name the curves
+    assert labels == ["TRP2+Nu, e = 0.02", "TRP2+Nu, e = 0.01", "TRP1+Nu, e = 0.02",  # distinct: they name the curves
+                      "TRP2+Nu, e = 0.02, capped at 2.84x"]
     root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
     ranks = {name: 4 for name, module in report.create_model("resnet20").named_modules()
              if isinstance(module, torch.nn.Conv2d)}
@@ -408,9 +409,10 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
     report.write_report(report.Results(root), markdown)
     text = markdown.read_text()
     assert ("`configs/cifar10/resnet20-{baseline,trp1-nu,trp2-nu}.toml`" in text
-            and "`trp2-nu-e0.01-paper` sets `decompose.criterion=energy:0.01`" in text)
+            and "`trp2-nu-e0.01-paper` sets `decompose.criterion=energy:0.01`" in text
+            and "`trp2-nu-cap2.84-paper` sets `trp.max_speedup=2.84`" in text)
     assert ("Trained so far: the baseline 3 of 164 epochs; TRP2+Nu, e = 0.02: 2; TRP2+Nu, e = 0.01: not started; "
-            "TRP1+Nu, e = 0.02: 1.") in text
+            "TRP1+Nu, e = 0.02: 1; TRP2+Nu, e = 0.02, capped at 2.84x: not started.") in text
     assert "#### TRP2+Nu, e = 0.02 (spatial scheme, m = 20, lambda = 0.0003)" in text
     assert "#### TRP1+Nu, e = 0.02 (channel scheme, m = 20, lambda = 0.0003)" in text and "#### TRP2+Nu, e = 0.01" not in text
     assert (f"| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | -3.50 | 76 | "  # -3.50: the mean of -5 and -2
@@ -631,6 +633,7 @@ def test_paper_schedule_runs_are_swept_the_baseline_with_both_schemes_trp_with_i
         ("trp2-nu-paper", "trp2-nu-paper", "spatial", energies, "trp2-nu-paper", "resnet20"),
         ("trp2-nu-e0.01-paper", "trp2-nu-e0.01-paper", "spatial", energies, "trp2-nu-e0.01-paper", "resnet20"),
         ("trp1-nu-paper", "trp1-nu-paper", "channel", energies, "trp1-nu-paper", "resnet20"),
+        ("trp2-nu-cap2.84-paper", "trp2-nu-cap2.84-paper", "spatial", energies, "trp2-nu-cap2.84-paper", "resnet20"),
     ]
 
 
