@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trp import DecomposeConfig, decompose_
+from trp import DecomposeConfig, decompose_, densify_
 from trp.counting import count_macs
 from trp.criteria import FixedRankCriterion, FractionCriterion
 from trp.layers import ChannelWiseConv2d, FactorizedLayer, LowRankLinear, SpatialWiseConv2d
@@ -121,6 +121,40 @@ def test_device_dtype_and_modes_are_kept():
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert model.training and model.stem.training and not model.body[0][1].training
     assert torch.equal(model.body[0][1].running_mean, running_mean)
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_channels_last_layout_is_kept_through_decompose_and_densify(scheme):
+    """A channels_last net decomposes into channels_last factors (else each factorized conv
+    would switch layouts in a net laid out for speed) and densifies back into channels_last
+    convs, computing the same function in float64."""
+    torch.manual_seed(0)
+    model = Nested().double().eval().to(memory_format=torch.channels_last)
+    x = example(torch.float64).to(memory_format=torch.channels_last)
+    expected = model(x)
+    decompose_(model, DecomposeConfig(scheme=scheme, criterion=FULL, keep_unprofitable=True), x)
+    factors = [module.weight for layer in model.modules() if isinstance(layer, FactorizedLayer)
+               for module in (layer.first, layer.second) if module.weight.dim() == 4]
+    assert len(factors) == 6 and all(w.is_contiguous(memory_format=torch.channels_last) for w in factors)
+    assert any(not w.is_contiguous() for w in factors)  # not only the layouts a size-1 dimension makes ambiguous
+    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+    densify_(model)
+    convs = [module.weight for module in model.modules() if isinstance(module, nn.Conv2d)]
+    assert len(convs) == 3 and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_densify_refuses_a_layer_with_forward_hooks_and_changes_nothing():
+    model = Nested().eval()
+    decompose_(model, DecomposeConfig(criterion=FixedRankCriterion(2)), example())
+    factorized = model.body[1]["down"]
+    handle = factorized.second.register_forward_hook(lambda module, inputs, output: None)
+    with pytest.raises(ValueError, match=r"cannot densify 'body.1.down'.*forward hooks.*handle.remove\(\)"):
+        densify_(model)
+    assert all(isinstance(model.get_submodule(name), FactorizedLayer) for name in ("stem", "body.0.0", "body.1.down"))
+    handle.remove()
+    densify_(model)
+    assert type(model.body[1]["down"]) is nn.Conv2d
 
 
 def test_unprofitable_layers_stay_dense_with_a_reason():

@@ -46,6 +46,12 @@ FULL_RANK = FractionCriterion(1.0)
 _Layer = TypeVar("_Layer", bound="FactorizedLayer")
 
 
+def is_channels_last(weight: torch.Tensor) -> bool:
+    """Whether a conv weight ``(n, c, kh, kw)`` is laid out channels_last (and not also plain
+    contiguous, as a weight with a size-1 dimension can be: then the layout carries no choice)."""
+    return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 def unsupported_conv_reason(conv: nn.Conv2d) -> str | None:
     """Why ``conv`` cannot be factorized usefully, or ``None`` if it can."""
     if conv.groups > 1 and conv.in_channels == conv.groups:
@@ -117,12 +123,15 @@ class FactorizedLayer(nn.Module):
 
     @classmethod
     def from_solution(cls: type[_Layer], dense: nn.Module, solution: LowRankSolution) -> _Layer:
-        """Build the layer from a solution computed by :meth:`solve` on ``dense``."""
+        """Build the layer from a solution computed by :meth:`solve` on ``dense`` (its factors
+        laid out channels_last where ``dense``'s weight is)."""
         layer = cls.like(dense, solution.rank)
         with torch.no_grad():
             layer._set_factors(solution.left, solution.right)
             if dense.bias is not None:
                 layer.second.bias.copy_(dense.bias)
+        if is_channels_last(dense.weight):
+            layer.to(memory_format=torch.channels_last)
         return layer.requires_grad_(dense.weight.requires_grad)
 
     def dense_weight(self) -> torch.Tensor:
@@ -131,12 +140,15 @@ class FactorizedLayer(nn.Module):
         return matrix_to_weight(left @ right, self._dense_weight_shape(), self.scheme)
 
     def to_dense(self) -> nn.Module:
-        """The equivalent dense layer (same device, dtype, train/eval mode and ``requires_grad``)."""
+        """The equivalent dense layer (same device, dtype, train/eval mode, ``requires_grad``,
+        and channels_last layout where the first factor has it)."""
         dense = self._empty_dense()
         with torch.no_grad():
             dense.weight.copy_(self.dense_weight())
             if dense.bias is not None:
                 dense.bias.copy_(self.second.bias)
+        if is_channels_last(self.first.weight):
+            dense.to(memory_format=torch.channels_last)
         return dense.train(self.training).requires_grad_(self.second.weight.requires_grad)
 
     @classmethod

@@ -343,7 +343,8 @@ def apply_plan_(model: nn.Module, plan: RankPlan, from_dense_weights: bool = Fal
 def densify_(model: nn.Module) -> nn.Module:
     """Replace every factorized layer of ``model`` by the dense layer it computes, in place
     (the inverse of :func:`decompose_`, exact up to float rounding; a layer shared under
-    several names stays shared)."""
+    several names stays shared). Raises ``ValueError``, changing nothing, if a factorized
+    layer or one of its factors has forward hooks, which the replacement would drop."""
     _refuse_wrapped(model, "densify")
     names_by_layer: dict[int, list[str]] = {}
     layers: dict[int, FactorizedLayer] = {}
@@ -351,6 +352,13 @@ def densify_(model: nn.Module) -> nn.Module:
         if isinstance(module, FactorizedLayer):
             names_by_layer.setdefault(id(module), []).append(name)
             layers[id(module)] = module
+    for key, layer in layers.items():
+        if any(part._forward_hooks or part._forward_pre_hooks for part in layer.modules()):
+            raise ValueError(
+                f"cannot densify {names_by_layer[key][0]!r}: it (or one of its factors) has forward hooks, which "
+                "the dense layer replacing it would silently drop. Remove them (handle.remove()) first, and register "
+                "them on the dense layer afterwards."
+            )
     for key, layer in layers.items():
         _replace(model, names_by_layer[key], layer.to_dense())
     return model
