@@ -449,6 +449,7 @@ def draw_figures(results: Results) -> list[Path]:
                 baseline=_pct(results.summary(PAPER_SCHEDULE_BASELINE), "dense"), references=PAPER_CURVES[scheme],
                 floor=FIG3_FLOOR,
             ))
+    written += draw_best_curves(results)
     epochs = {name: [(r["epoch"], 100 * r["test_accuracy"]) for r in results.train_epochs(run)]
               for run, name in TRAINED.items()}
     if any(epochs.values()):
@@ -499,6 +500,7 @@ def markdown(rows: list[Row], checks: list[dict[str, Any]], figures: list[Path],
               "chosen on the test set (as a curve in the paper's Fig. 3 is), so it only counts as such.", ""]
     for check in checks:
         lines.append(_target_line(check))
+    lines += _best_curve_text(results)
     lines += _schedule_length_text(results)
     lines += _paper_schedule_text(results)
     lines += _seed_text(results)
@@ -674,6 +676,149 @@ def _factorized_text(results: Results) -> list[str]:
             "from scratch - TRP | change vs our baseline | training h |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *lines, "", *(f"- {note}" for note in notes)]
+
+
+@dataclass(frozen=True)
+class TradeOff:
+    """One TRP net decomposed with no fine-tuning, against the baseline trained as it was."""
+
+    speedup: float  # conv-MAC speed-up
+    change: float  # top-1 minus that baseline's, points
+    accuracy: float  # top-1, %
+    run: str  # the run as the report names it
+    decomposed_at: str  # "e = 0.01" (a sweep's energy) or "its own criterion"
+    schedule: str  # "30 epochs, onecycle" (and the seed where it is not 0)
+
+
+def _schedule(config: dict[str, Any]) -> str:
+    """How a run trained, from its config as a dict: "164 epochs, multistep", "30 epochs, onecycle, seed 1"."""
+    seed = config["run"]["seed"]
+    return f"{config['optim']['epochs']} epochs, {config['optim']['schedule']}{f', seed {seed}' if seed else ''}"
+
+
+def _swept(results: Results, sweep: str, run: str, reference: float, schedule: str) -> list[TradeOff]:
+    """The points of ``sweep`` (a run's energy sweep) against the baseline's top-1 ``reference`` (%)."""
+    return [TradeOff(p["conv_speedup"], 100 * p["accuracy"] - reference, 100 * p["accuracy"], run,
+                     f"e = {p['criterion']['pruned_energy']:g}", schedule) for p in results.sweep_points(sweep)]
+
+
+def tradeoffs(results: Results, scheme: str) -> list[TradeOff]:
+    """Every TRP net of ``scheme`` decomposed with no fine-tuning, each against the baseline
+    trained on its schedule with its seed: every energy of the sweeps of the main runs (against
+    our baseline) and of the paper-schedule runs (against the paper-schedule baseline), and the
+    own decomposition of the schedule-length and seed runs (against the baseline of the same
+    length or seed)."""
+    points = []
+    if base := results.summary("baseline"):
+        for run, label in TRP_RUNS[scheme].items():
+            points += _swept(results, run, label, _pct(base, "dense"), _schedule(_config(run).to_dict()))
+    if paper_base := results.summary(PAPER_SCHEDULE_BASELINE):
+        for run, run_scheme in PAPER_SCHEDULE_SCHEMES.items():
+            if run_scheme == scheme:
+                points += _swept(results, run, paper_schedule_label(run), _pct(paper_base, "dense"),
+                                 _schedule(paper_schedule_config(run).to_dict()))
+    for variation in (SCHEDULE_LENGTH, SEEDS):
+        groups = _variation_groups(results, variation)
+        baselines = {variation.value_of(summary): _pct(summary, "dense") for _, summary in groups.get("baseline", []) if summary}
+        for source, group in groups.items():
+            for run, summary in group:
+                if run == source or source not in TRP_RUNS[scheme] or not (summary and summary.get("decomposed")):
+                    continue
+                if (reference := baselines.get(variation.value_of(summary))) is not None:
+                    accuracy, speedup, _ = _judged(summary, source)
+                    points.append(TradeOff(speedup, accuracy - reference, accuracy, TRAINED[source], "its own criterion",
+                                           _schedule(summary["config"])))
+    return points
+
+
+def best_front(points: list[TradeOff]) -> list[TradeOff]:
+    """The nets no other net beats on both speed-up and change (the upper-right front), by
+    speed-up."""
+    front: list[TradeOff] = []
+    for point in sorted(points, key=lambda p: (-p.speedup, -p.change)):
+        if not front or point.change > front[-1].change:
+            front.append(point)
+    return front[::-1]
+
+
+def _interpolated(curve: list[tuple[float, float]], speedup: float) -> float | None:
+    """The paper curve's top-1 (%) at ``speedup``, linear between its read-off points; None outside them."""
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= speedup <= x1:
+            return y0 + (y1 - y0) * (speedup - x0) / (x1 - x0)
+    return None
+
+
+BEST_FLOOR = -8.0  # change axis of the best-curve figures starts here (points)
+
+
+def _paper_trp_curve(scheme: str) -> tuple[str, list[tuple[float, float]]]:
+    """The paper's TRP+Nu curve of ``scheme`` (Fig. 3): its name and (speed-up, top-1 %) points."""
+    return next((name, points) for name, points in PAPER_CURVES[scheme].items() if "TRP" in name)
+
+
+def best_fronts(results: Results) -> dict[str, list[TradeOff]]:
+    """Per scheme with any decomposed TRP net: the front of its :func:`tradeoffs`."""
+    fronts = {scheme: best_front(tradeoffs(results, scheme)) for scheme in TARGET_BY_SCHEME}
+    return {scheme: front for scheme, front in fronts.items() if front}
+
+
+def draw_best_curves(results: Results) -> list[Path]:
+    """Per scheme: the best trade-off found (:func:`best_fronts`) as a change against its own
+    baseline, beside the paper's TRP+Nu curve against the paper's baseline and the target."""
+    written = []
+    for scheme, front in best_fronts(results).items():
+        paper_name, paper_curve = _paper_trp_curve(scheme)
+        points_below, least = TARGET_BY_SCHEME[scheme]
+        written.append(plot_accuracy_vs_speedup(
+            {"best found (front of every TRP net)": [(p.speedup, p.change) for p in front]},
+            results.root / f"best_{scheme}.png",
+            f"ResNet-20, CIFAR-10, {scheme} scheme: best trade-off found (no fine-tuning)", baseline=0.0,
+            references={f"{paper_name} (Fig. 3), vs its baseline": [(x, y - PAPER_BASELINE) for x, y in paper_curve],
+                        f"target corner (>= {least}x, >= -{points_below})": [(least, -points_below)]},
+            floor=BEST_FLOOR, y_label="top-1 change vs its own baseline (points)", y_unit="points", front=True))
+    return written
+
+
+def _best_curve_text(results: Results) -> list[str]:
+    """The best trade-off found per scheme over every TRP setting and schedule (no fine-tuning):
+    the front's table beside the paper's TRP+Nu curve, and the verdict on the scheme's target."""
+    lines = []
+    for scheme, front in best_fronts(results).items():
+        points_below, least = TARGET_BY_SCHEME[scheme]
+        _, paper_curve = _paper_trp_curve(scheme)
+        rows, collapsed = [], sum(p.change < BEST_FLOOR for p in front)
+        for p in (p for p in front if p.change >= BEST_FLOOR):
+            paper = _interpolated(paper_curve, p.speedup)
+            rows.append(f"| {p.speedup:.3f}x | {p.change:+.2f} | {p.accuracy:.2f} | "
+                        f"{'' if paper is None else f'{paper - PAPER_BASELINE:+.2f}'} | {p.run} | {p.decomposed_at} | "
+                        f"{p.schedule} |")
+        best = max((p for p in front if p.speedup >= least), key=lambda p: p.change, default=None)
+        if best is None:
+            verdict = f"no net reaches {least}x."
+        else:
+            short = round(-points_below - best.change, 2)
+            verdict = (f"the best net at >= {least}x is {best.run} ({best.decomposed_at}, {best.schedule}): "
+                       f"{best.change:+.2f} points at {best.speedup:.2f}x, so the target is "
+                       f"{'met' if short <= 0 else f'missed by {short:.2f} points'}.")
+        lines += ["", f"{scheme.capitalize()} scheme (target: at most {points_below} points below at >= {least}x): "
+                      f"{verdict} Figure: `best_{scheme}.png`.", "",
+                  "| conv MAC speed-up | change vs its baseline | top-1 | the paper's change there | run | decomposed at | "
+                  "schedule |", "|---|---|---|---|---|---|---|", *rows,
+                  *([f"| faster | more than {-BEST_FLOOR:g} points below: {collapsed} more nets of the front, "
+                     "left out | | | | | |"] if collapsed else [])]
+    if not lines:
+        return []
+    return ["", "### The best trade-off found", "",
+            "Every TRP net decomposed with no fine-tuning, over every setting and schedule tried (`tradeoffs` in "
+            "`benchmarks/report_cifar10.py`): each energy of the sweeps of the main runs and of the paper-schedule "
+            "runs, and the schedule-length and seed runs at their own criterion. Each is measured as its change "
+            "against the baseline trained on the same schedule with the same seed, the only unit that compares "
+            "schedules whose baselines differ. The rows are the front: the nets that no other net beats on both "
+            "speed-up and change. A sweep's energy is chosen on the test set, as the curves of the paper's Fig. 3 "
+            "are, so a front made of sweep points is optimistic. The paper's change is its Fig. 3 TRP+Nu curve (read "
+            "off the plot, linear between the points read) against its baseline, where the curve reaches that "
+            "speed-up.", *lines]
 
 
 PAPER_SCHEDULE_EPOCHS = (1, 10, 20, 40, 60, 82, 83, 100, 122, 123, 140, 164)  # table rows: around each lr drop

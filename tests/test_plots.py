@@ -37,3 +37,15 @@ def test_the_speed_up_axis_spans_the_shown_points_not_the_collapsed_ones(tmp_pat
     low, high = axes.get_xlim()
     assert low <= 1.0 and 4.0 <= high < 12.0
     assert axes.get_ylim()[0] == 75
+
+
+def test_a_front_is_drawn_as_the_staircase_of_what_is_reachable(tmp_path, saved_figures):
+    """Between two nets of a front, the best reachable is the faster net's accuracy: no line
+    through points that no net reaches."""
+    plot_accuracy_vs_speedup({"front": [(3.0, -2.0), (2.0, -1.0)]}, tmp_path / "front.png", "t", baseline=0.0,
+                             y_label="change (points)", y_unit="points", front=True)
+    axes, = saved_figures[0].axes
+    line = axes.get_lines()[0]
+    # steps-pre: from (2, -1) down to (2, -2) first, then across to (3, -2)
+    assert line.get_drawstyle() == "steps-pre" and axes.get_ylabel() == "change (points)"
+    assert list(line.get_xdata()) == [2.0, 3.0]  # sorted by speed-up

@@ -1,6 +1,7 @@
 """The CIFAR-10 reproduction: the data step (checksum, extraction) and the report written
 from result files (table, target verdicts, figures)."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -174,7 +175,7 @@ def test_report_compares_with_the_paper_and_judges_the_targets(tmp_path):
     assert "*e = 0.01* rows prune less energy at each projection than the paper's energy:0.02" in text
     assert set(result["figures"]) == {"fig3_channel.png", "fig3_spatial.png", "spectra_channel.png",
                                       "spectra_spatial.png", "fig2_channel.png", "fig2_spatial.png",
-                                      "training_curves.png"}
+                                      "training_curves.png", "best_channel.png", "best_spatial.png"}
     assert all((root / name).stat().st_size > 1000 for name in result["figures"])
     assert "![fig3_channel](cifar10/fig3_channel.png)" in text  # relative to the markdown file
     # the fit table: epochs 1 and the last (3 is the last, 10 not reached); channel full ranks 64 + 16
@@ -214,6 +215,50 @@ def test_report_judges_each_schedule_length_against_the_baseline_trained_as_long
     assert "| TRP2+Nu, e = 0.01 | 60 | 90.00 | 88.10 | 88.00 | 2.90x | -1.00 | 1.00 |" in text
     assert ("- TRP2+Nu, e = 0.01 on 60 epochs: -1.00 points at 2.90x against the 60-epoch baseline; the target "
             "(at most 1.1 below at >= 2.8x) is met.") in text
+
+
+def test_best_front_keeps_exactly_the_nets_no_other_beats_on_both_speedup_and_change():
+    report = load_benchmark("report_cifar10")
+    generator = torch.Generator().manual_seed(0)
+    values = torch.rand(200, 2, generator=generator, dtype=torch.float64)
+    points = [report.TradeOff(1 + 4 * s, -10 * c, 0.0, f"net {i}", "", "") for i, (s, c) in enumerate(values.tolist())]
+    points.append(dataclasses.replace(points[0], run="same speed-up, worse", change=points[0].change - 1))
+    dominated = {p.run for p in points for q in points
+                 if q.speedup >= p.speedup and q.change >= p.change and (q.speedup, q.change) != (p.speedup, p.change)}
+    front = report.best_front(points)
+    assert {p.run for p in front} == {p.run for p in points} - dominated  # brute force: every pair compared
+    assert [p.speedup for p in front] == sorted(p.speedup for p in front) and 3 <= len(front) < 30
+
+
+def test_best_curve_judges_every_net_against_the_baseline_trained_like_it(tmp_path):
+    """30-epoch sweeps against our baseline, paper-schedule sweeps against the paper-schedule
+    baseline, a 60-epoch run against the 60-epoch baseline: the front over all of them."""
+    report = load_benchmark("report_cifar10")
+    root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
+    write(root / "baseline" / "summary.json", fake_summary(0.9000, 0.5, 1.1))
+    write(root / "sweeps" / "trp2-nu" / "sweep.json",  # -1.00 at 2.0x, -3.00 at 3.0x (beaten by the next)
+          fake_sweep("trp2-nu", [(0.01, 2.0, 0.8900), (0.02, 3.0, 0.8700)], report.LAYER))
+    write(root / "baseline-paper" / "summary.json", fake_summary(0.9200, 0.5, 1.1, epochs=164))
+    write(root / "sweeps" / "trp2-nu-e0.01-paper" / "sweep.json",  # -1.50 at 3.3x
+          fake_sweep("trp2-nu-e0.01-paper", [(0.001, 3.3, 0.9050), (0.3, 9.0, 0.1000)], report.LAYER))
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert ("Spatial scheme (target: at most 1.1 points below at >= 2.8x): the best net at >= 2.8x is TRP2+Nu, e = 0.01 "
+            "(e = 0.001, 164 epochs, multistep): -1.50 points at 3.30x, so the target is missed by 0.40 points.") in text
+    assert (f"| 2.000x | -1.00 | 89.00 |  | TRP2+Nu | e = 0.01 | 30 epochs, onecycle |\n"
+            f"| 3.300x | -1.50 | 90.50 | {90.62 + (89.7 - 90.62) * (3.3 - 2.84) / (3.5 - 2.84) - 91.74:+.2f} | "  # Fig. 3
+            "TRP2+Nu, e = 0.01 | e = 0.001 | 164 epochs, multistep |\n"
+            "| faster | more than 8 points below: 1 more nets of the front, left out | | | | | |") in text
+    assert "Channel scheme (target" not in text  # no channel net decomposed yet
+
+    write(root / "baseline-60ep" / "summary.json", fake_summary(0.9300, 0.5, 1.1, epochs=60))
+    write(root / "trp2-nu-e0.01-60ep" / "summary.json", fake_summary(0.9290, 0.9250, 2.9, epochs=60))
+    result = report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert ("the best net at >= 2.8x is TRP2+Nu, e = 0.01 (its own criterion, 60 epochs, onecycle): -0.50 points at "
+            "2.90x, so the target is met.") in text
+    assert "| 2.000x |" not in text  # beaten by the 60-epoch net, faster and better against its own baseline
+    assert "best_spatial.png" in result["figures"] and "best_channel.png" not in result["figures"]
 
 
 def test_report_gives_the_seed_spread_and_judges_each_seed_against_the_baseline_with_that_seed(tmp_path):

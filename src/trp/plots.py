@@ -38,17 +38,24 @@ def plot_accuracy_vs_speedup(
     baseline: float | None = None,
     references: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     floor: float | None = None,
+    y_label: str = "top-1 accuracy (%)",
+    y_unit: str = "%",
+    front: bool = False,
 ) -> Path:
     """One line per method through its ``(conv MAC speed-up, top-1 accuracy in %)`` points,
     as in the TRP paper's Fig. 3; ``baseline`` draws the dense accuracy as a dashed line;
     ``references`` (e.g. a paper's points) are drawn dashed with open markers; ``floor`` cuts
-    the accuracy axis there (collapsed points would squash the rest) and says so."""
+    the accuracy axis there (collapsed points would squash the rest) and says so. ``y_label``
+    and ``y_unit`` name another accuracy measure (e.g. the change against a baseline, in
+    points). ``front`` draws each curve as the staircase of a Pareto front: between two of its
+    points, the best reachable is the faster one's accuracy, not a line between them."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     _distinct_colors(plt, axes, len(curves) + len(references or {}))
     for label, points in curves.items():
         ordered = sorted(points)
-        axes.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", label=label)
+        axes.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", label=label,
+                  drawstyle="steps-pre" if front else "default")
     for label, points in (references or {}).items():
         ordered = sorted(points)
         axes.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="s", linestyle=":",
@@ -61,8 +68,9 @@ def plot_accuracy_vs_speedup(
         shown = [p[0] for points in every_line for p in points if p[1] >= floor]
         axes.set_ylim(bottom=floor)
         axes.set_xlim(0.9 * min(shown, default=1.0), 1.05 * max(shown, default=2.0))
-        axes.text(0.01, 0.01, f"{hidden} point(s) below {floor:.0f} % not shown", transform=axes.transAxes, fontsize=8)
-    return _finish(plt, figure, axes, path, title, "conv MAC speed-up (x)", "top-1 accuracy (%)")
+        axes.text(0.01, 0.01, f"{hidden} point(s) below {floor:g} {y_unit} not shown", transform=axes.transAxes,
+                  fontsize=8)
+    return _finish(plt, figure, axes, path, title, "conv MAC speed-up (x)", y_label)
 
 
 def plot_layer_ranks(ranks: Mapping[str, Mapping[str, int]], path: str | Path, title: str) -> Path:
