@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trp import DecomposeConfig, decompose_, densify_
+from trp import DecomposeConfig, apply_plan_, decompose_, densify_
 from trp.counting import count_macs
 from trp.criteria import FixedRankCriterion, FractionCriterion
 from trp.layers import ChannelWiseConv2d, FactorizedLayer, LowRankLinear, SpatialWiseConv2d
@@ -123,24 +123,38 @@ def test_device_dtype_and_modes_are_kept():
     assert torch.equal(model.body[0][1].running_mean, running_mean)
 
 
+def _laid_out(model: nn.Module, memory_format: torch.memory_format) -> bool:
+    """Every 4-D weight of ``model`` has exactly the strides ``memory_format`` gives its shape."""
+    weights = [w for w in model.parameters() if w.dim() == 4]
+    return bool(weights) and all(w.stride() == torch.empty(w.shape, memory_format=memory_format).stride() for w in weights)
+
+
+def gray_net() -> nn.Module:
+    """Weights with size-1 dimensions, whose layout ``is_contiguous`` cannot tell apart: a
+    one-channel stem, a 1x3 conv, a 1x1 conv."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, (1, 3), padding=(0, 1)), nn.Conv2d(8, 4, 1))
+
+
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
-def test_channels_last_layout_is_kept_through_decompose_and_densify(scheme):
-    """A channels_last net decomposes into channels_last factors (else each factorized conv
-    would switch layouts in a net laid out for speed) and densifies back into channels_last
-    convs, computing the same function in float64."""
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("make, channels", [(Nested, 3), (gray_net, 1)])
+def test_the_weight_layout_is_kept_through_decompose_apply_plan_and_densify(scheme, memory_format, make, channels):
+    """A channels_last net decomposes into channels_last factors (else each factorized conv would
+    switch layouts in a net laid out for speed), a plan applied to it builds them so, and it
+    densifies back into channels_last convs; a contiguous net stays contiguous. Each computes
+    the same function in float64."""
     torch.manual_seed(0)
-    model = Nested().double().eval().to(memory_format=torch.channels_last)
-    x = example(torch.float64).to(memory_format=torch.channels_last)
+    model = make().double().eval().to(memory_format=memory_format)
+    x = torch.randn(2, channels, 12, 12, dtype=torch.float64).to(memory_format=memory_format)
     expected = model(x)
-    decompose_(model, DecomposeConfig(scheme=scheme, criterion=FULL, keep_unprofitable=True), x)
-    factors = [module.weight for layer in model.modules() if isinstance(layer, FactorizedLayer)
-               for module in (layer.first, layer.second) if module.weight.dim() == 4]
-    assert len(factors) == 6 and all(w.is_contiguous(memory_format=torch.channels_last) for w in factors)
-    assert any(not w.is_contiguous() for w in factors)  # not only the layouts a size-1 dimension makes ambiguous
+    config = DecomposeConfig(scheme=scheme, criterion=FULL, keep_unprofitable=True)
+    report = decompose_(model, config, x)
+    assert len(report.decomposed) >= 3 and _laid_out(model, memory_format)
     torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+    planned = apply_plan_(make().double().to(memory_format=memory_format), report.plan)
+    assert _laid_out(planned, memory_format)
     densify_(model)
-    convs = [module.weight for module in model.modules() if isinstance(module, nn.Conv2d)]
-    assert len(convs) == 3 and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    assert not any(isinstance(module, FactorizedLayer) for module in model.modules()) and _laid_out(model, memory_format)
     torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
 
 
@@ -148,11 +162,12 @@ def test_densify_refuses_a_layer_with_forward_hooks_and_changes_nothing():
     model = Nested().eval()
     decompose_(model, DecomposeConfig(criterion=FixedRankCriterion(2)), example())
     factorized = model.body[1]["down"]
-    handle = factorized.second.register_forward_hook(lambda module, inputs, output: None)
-    with pytest.raises(ValueError, match=r"cannot densify 'body.1.down'.*forward hooks.*handle.remove\(\)"):
-        densify_(model)
-    assert all(isinstance(model.get_submodule(name), FactorizedLayer) for name in ("stem", "body.0.0", "body.1.down"))
-    handle.remove()
+    for handle in (factorized.second.register_forward_hook(lambda module, inputs, output: None),
+                   factorized.register_forward_pre_hook(lambda module, inputs: None)):
+        with pytest.raises(ValueError, match=r"cannot densify 'body.1.down'.*forward hooks.*handle.remove\(\)"):
+            densify_(model)
+        assert all(isinstance(model.get_submodule(name), FactorizedLayer) for name in ("stem", "body.0.0", "body.1.down"))
+        handle.remove()
     densify_(model)
     assert type(model.body[1]["down"]) is nn.Conv2d
 

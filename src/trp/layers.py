@@ -47,9 +47,14 @@ _Layer = TypeVar("_Layer", bound="FactorizedLayer")
 
 
 def is_channels_last(weight: torch.Tensor) -> bool:
-    """Whether a conv weight ``(n, c, kh, kw)`` is laid out channels_last (and not also plain
-    contiguous, as a weight with a size-1 dimension can be: then the layout carries no choice)."""
-    return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    """Whether a conv weight ``(n, c, kh, kw)`` has the strides ``.to(memory_format=
+    torch.channels_last)`` gives it. Strides, not ``is_contiguous``: a weight with a size-1
+    dimension, e.g. ``(n, c, 1, 1)``, passes both contiguity checks whichever layout it has."""
+    if weight.dim() != 4:
+        return False
+    layouts = torch.empty(weight.shape, device="meta")
+    channels_last = layouts.to(memory_format=torch.channels_last).stride()
+    return weight.stride() == channels_last != layouts.stride()
 
 
 def unsupported_conv_reason(conv: nn.Conv2d) -> str | None:
@@ -85,11 +90,14 @@ class FactorizedLayer(nn.Module):
 
     @classmethod
     def like(cls: type[_Layer], dense: nn.Module, rank: int) -> _Layer:
-        """The factorized architecture for ``dense`` at ``rank``, on its device and dtype and
-        in its train/eval mode, with all weights zero (to be overwritten, e.g. by a checkpoint).
+        """The factorized architecture for ``dense`` at ``rank``, on its device and dtype, in
+        its train/eval mode and (for convs) its channels_last layout, with all weights zero (to
+        be overwritten in place, e.g. by a checkpoint).
         """
         cls._check_dense(dense)
         layer = cls._architecture(dense, rank, device="meta").to_empty(device=dense.weight.device)
+        if is_channels_last(dense.weight):
+            layer.to(memory_format=torch.channels_last)
         with torch.no_grad():
             for parameter in layer.parameters():
                 parameter.zero_()
@@ -123,15 +131,12 @@ class FactorizedLayer(nn.Module):
 
     @classmethod
     def from_solution(cls: type[_Layer], dense: nn.Module, solution: LowRankSolution) -> _Layer:
-        """Build the layer from a solution computed by :meth:`solve` on ``dense`` (its factors
-        laid out channels_last where ``dense``'s weight is)."""
+        """Build the layer from a solution computed by :meth:`solve` on ``dense``."""
         layer = cls.like(dense, solution.rank)
         with torch.no_grad():
             layer._set_factors(solution.left, solution.right)
             if dense.bias is not None:
                 layer.second.bias.copy_(dense.bias)
-        if is_channels_last(dense.weight):
-            layer.to(memory_format=torch.channels_last)
         return layer.requires_grad_(dense.weight.requires_grad)
 
     def dense_weight(self) -> torch.Tensor:
@@ -141,14 +146,14 @@ class FactorizedLayer(nn.Module):
 
     def to_dense(self) -> nn.Module:
         """The equivalent dense layer (same device, dtype, train/eval mode, ``requires_grad``,
-        and channels_last layout where the first factor has it)."""
+        and channels_last layout where a factor has it)."""
         dense = self._empty_dense()
+        if any(is_channels_last(factor.weight) for factor in (self.first, self.second)):
+            dense.to(memory_format=torch.channels_last)
         with torch.no_grad():
             dense.weight.copy_(self.dense_weight())
             if dense.bias is not None:
                 dense.bias.copy_(self.second.bias)
-        if is_channels_last(self.first.weight):
-            dense.to(memory_format=torch.channels_last)
         return dense.train(self.training).requires_grad_(self.second.weight.requires_grad)
 
     @classmethod
