@@ -56,7 +56,7 @@ from trp.train.sweep import run_sweep
 from report_cifar10 import (AUTHORS_CODE_RUNS, CAP_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, FACTORIZED_RUNS, LAYER,
                             UNIFORM_RUNS,
                             PAPER_SCHEDULE_RUNS, PAPER_SCHEDULE_SWEEPS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS,
-                            SEED_RUNS, config_path, uniform_plan, variant_of, write_report)
+                            SEED_RUNS, TRP_FROM_BASELINE, config_path, uniform_plan, variant_of, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -83,7 +83,7 @@ BASIC_FT_SPEEDUPS = {
     "basic-ft-spatial": (2.0, 2.8, 4.0), "basic-ft10-spatial": (2.9,),
 }
 FINETUNED = tuple(BASIC_FT_SPEEDUPS)
-FROM_BASELINE = (*FINETUNED, "trp1-nu-from-baseline", "trp2-nu-from-baseline")
+FROM_BASELINE = (*FINETUNED, *TRP_FROM_BASELINE)
 SWEEP_ENERGIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 
 
