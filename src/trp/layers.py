@@ -115,7 +115,8 @@ class FactorizedLayer(nn.Module):
 
     @classmethod
     def dense_matrix(cls, dense: nn.Module) -> torch.Tensor:
-        """``dense``'s weight reshaped for this scheme, ``(g, m, k)`` (a view, no copy)."""
+        """``dense``'s weight reshaped for this scheme, ``(g, m, k)``: a view where the layout
+        allows one (the channel scheme of a contiguous weight), else a copy."""
         cls._check_dense(dense)
         return weight_to_matrix(dense.weight.detach(), cls.scheme, getattr(dense, "groups", 1))
 
