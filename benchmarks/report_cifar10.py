@@ -702,12 +702,13 @@ def _decomposed(results: Results, run: str, label: str, reference: float, schedu
     """``run``'s own decomposition (once finished), then each point of its energy sweep, against
     the baseline's top-1 ``reference`` (%). Its own comes first, so that among identical nets
     (every energy up to the trained one gives the same net) the front keeps it."""
+    def tradeoff(point: dict[str, Any], decomposed_at: str) -> TradeOff:  # a summary's "decomposed" or a sweep point
+        accuracy = 100 * point["accuracy"]
+        return TradeOff(point["conv_speedup"], accuracy - reference, accuracy, label, decomposed_at, schedule)
+
     summary = results.summary(run)
-    own = [] if not (summary and summary.get("decomposed")) else [
-        TradeOff(summary["decomposed"]["conv_speedup"], 100 * summary["decomposed"]["accuracy"] - reference,
-                 100 * summary["decomposed"]["accuracy"], label, "its own decomposition", schedule)]
-    return own + [TradeOff(p["conv_speedup"], 100 * p["accuracy"] - reference, 100 * p["accuracy"], label,
-                           f"e = {p['criterion']['pruned_energy']:g}", schedule) for p in results.sweep_points(run)]
+    own = [tradeoff(summary["decomposed"], "its own decomposition")] if summary and summary.get("decomposed") else []
+    return own + [tradeoff(p, f"e = {p['criterion']['pruned_energy']:g}") for p in results.sweep_points(run)]
 
 
 def _main_schedule(run: str) -> str:

@@ -162,8 +162,9 @@ def test_densify_refuses_a_layer_with_forward_hooks_and_changes_nothing():
     model = Nested().eval()
     decompose_(model, DecomposeConfig(criterion=FixedRankCriterion(2)), example())
     factorized = model.body[1]["down"]
-    for handle in (factorized.second.register_forward_hook(lambda module, inputs, output: None),
-                   factorized.register_forward_pre_hook(lambda module, inputs: None)):
+    for register in (lambda: factorized.second.register_forward_hook(lambda module, inputs, output: None),
+                     lambda: factorized.register_forward_pre_hook(lambda module, inputs: None)):
+        handle = register()  # one hook at a time
         with pytest.raises(ValueError, match=r"cannot densify 'body.1.down'.*forward hooks.*handle.remove\(\)"):
             densify_(model)
         assert all(isinstance(model.get_submodule(name), FactorizedLayer) for name in ("stem", "body.0.0", "body.1.down"))

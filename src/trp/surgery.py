@@ -118,10 +118,15 @@ def _check_ranks_named(config: DecomposeConfig, candidates: list[_Candidate], se
         raise ValueError(f"config.ranks gives a rank to {name!r}, {why}.")
 
 
+def _has_forward_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` itself has forward or forward-pre hooks (a replacement would lose them)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
 def _skip_reason_before_svd(module: nn.Module, config: DecomposeConfig, calls: int) -> str | None:
     if type(module) not in (nn.Conv2d, nn.Linear):
         return f"unsupported layer type {type(module).__name__} (only exact nn.Conv2d and nn.Linear are factorized)"
-    if module._forward_hooks or module._forward_pre_hooks:
+    if _has_forward_hooks(module):
         return "has forward hooks, which a replacement would silently drop"
     if isinstance(module, nn.Conv2d):
         reason = unsupported_conv_reason(module)
@@ -353,7 +358,7 @@ def densify_(model: nn.Module) -> nn.Module:
             names_by_layer.setdefault(id(module), []).append(name)
             layers[id(module)] = module
     for key, layer in layers.items():
-        if any(part._forward_hooks or part._forward_pre_hooks for part in layer.modules()):
+        if any(_has_forward_hooks(part) for part in layer.modules()):
             raise ValueError(
                 f"cannot densify {names_by_layer[key][0]!r}: it (or one of its factors) has forward hooks, which "
                 "the dense layer replacing it would silently drop. Remove them (handle.remove()) first, and register "
