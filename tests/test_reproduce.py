@@ -680,6 +680,31 @@ def record_sweeps(module, results: Path, monkeypatch) -> list[tuple]:
     return calls
 
 
+def test_report_sets_the_paper_schedule_runs_beside_the_papers_table_1(tmp_path):
+    """The main table's columns for the 164-epoch runs, changes against the 164-epoch baseline;
+    the paper's figures only beside a run of its config unchanged."""
+    report = load_benchmark("report_cifar10")
+    root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
+    train_epoch = json.dumps({"phase": "train", "epoch": 1, "lr": 0.1, "train_accuracy": 0.5, "test_accuracy": 0.5,
+                              "epoch_seconds": 100.0, "ranks": {"conv1": 3}}) + "\n"
+    for run in ("baseline-paper", "trp2-nu-paper", "trp2-nu-e0.01-paper", "trp1-nu-paper"):
+        write(root / run / "metrics.jsonl", train_epoch)
+    write(root / "baseline-paper" / "summary.json", fake_summary(0.9100, 0.5, 1.1, epochs=164))
+    write(root / "trp2-nu-paper" / "summary.json", fake_summary(0.9000, 0.9010, 2.75, seconds=7200.0, epochs=164))
+    write(root / "trp1-nu-paper" / "summary.json", fake_summary(0.8900, 0.8850, 2.3, epochs=164, scheme="channel"))
+    write(root / "sweeps" / "basic-spatial-paper" / "sweep.json",  # the first point at the paper's 1.66x or more
+          fake_sweep("basic-spatial-paper", [(0.01, 1.5, 0.90), (0.05, 2.0, 0.88)], report.LAYER))
+    report.write_report(report.Results(root), markdown)
+    table = markdown.read_text().split("beside our runs on this schedule", 1)[1].split("####", 1)[0]
+    assert ("| baseline | - | 91.74 | 1.00x | +0.00 | 91.00 |  | +0.00 | 1.00x | 270,000 | 1.00 |\n"
+            "| basic (no fine-tune) | channel | 88.13 | 1.41x | -3.61 | not finished | | | | | |\n"
+            "| TRP1+Nu, e = 0.02 | channel | 90.50 | 2.17x | -1.24 | 89.00 | 88.50 | -2.50 | 2.30x | 120,000 | 1.00 |\n"
+            "| basic (no fine-tune), e = 0.05 | spatial | 89.49 | 1.66x | -2.25 | 91.00 | 88.00 | -3.00 | 2.00x | 100,000 |  |\n"
+            "| TRP2+Nu, e = 0.02 | spatial | 90.62 | 2.84x | -1.12 | 90.00 | 90.10 | -0.90 | 2.75x | 120,000 | 2.00 |\n"
+            "| TRP2+Nu, e = 0.01 | spatial |  |  |  | not finished | | | | | |\n"  # not the paper's config
+            "| TRP2+Nu, e = 0.02, capped at 2.84x | spatial |  |  |  | not finished | | | | | |\n") in table
+
+
 def test_paper_schedule_runs_are_swept_the_baseline_with_both_schemes_trp_with_its_own(tmp_path, monkeypatch):
     script = load_benchmark("reproduce_cifar10")
     calls = record_sweeps(script, tmp_path / "results", monkeypatch)
