@@ -29,7 +29,7 @@ far each run got and, for a finished run, its accuracy decomposed with no fine-t
 ``sweep`` decomposes every finished run's dense net at the energies of ``reproduce_cifar10.py``
 with no fine-tuning (the paper's Fig. 3): a baseline with both schemes ("basic"), a TRP run with
 its own; the sweeps go to ``benchmarks/results/cifar10-gpu/sweeps/RUN-SCHEME/`` and ``collect``
-adds the most accurate point of each at the issue's speed-ups to its section.
+adds the most accurate point of each at the targets' speed-ups to its section.
 
 ResNet-56 runs on the 30-epoch schedule, not on the paper's recipe in
 ``configs/cifar10/resnet56-*.toml``: measured on an H200, one TRP+Nu epoch of it takes about
@@ -350,7 +350,7 @@ def markdown(rows: list[dict], sweeps: list[dict]) -> str:
             "",
             "Swept with no fine-tuning by `python benchmarks/cifar10_gpu.py sweep` (each finished run's dense net "
             "decomposed at every energy of `reproduce_cifar10.py`; a baseline with both schemes, \"basic\"): the "
-            "most accurate point at or above the issue's speed-up for the scheme (an energy chosen on the test "
+            "most accurate point at or above the target's speed-up for the scheme (an energy chosen on the test "
             "set), against the dense top-1 of the same model's baseline. Curves: `results/cifar10-gpu/sweeps/*/accuracy_vs_speedup.png`.",
             "",
             "| sweep | scheme | needed | most accurate point there (e, speed-up) | top-1 | change | allowed |",

@@ -11,7 +11,7 @@ projection count as in Fig. 2, the channel one beside the paper's points and a r
 conditions; ``spectra_channel.png``, ``spectra_spatial.png``), and the CIFAR10 section of
 ``benchmarks/RESULTS.md``. Runs that have not finished yet are listed as such. Numbers come
 from the result files and the committed configs; the only ones typed in here are the paper's
-(its Table 1 and Fig. 3), the issue's targets and the choice of layer and energy to show.
+(its Table 1 and Fig. 3), the targets and the choice of layer and energy to show.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ TRP_NU_RUNS = {
     for scheme, n in (("channel", 1), ("spatial", 2))
 }
 TRP_RUNS = {scheme: {f"trp{n}": f"TRP{n}", **TRP_NU_RUNS[scheme]} for scheme, n in (("channel", 1), ("spatial", 2))}
-# The issue's targets per scheme: (most points below our baseline, least conv speed-up) ...
+# The targets per scheme (the reproduction's brief): (most points below our baseline, least conv speed-up) ...
 TARGET_BY_SCHEME = {"spatial": (1.1, 2.8), "channel": (1.2, 2.2)}
 
 
