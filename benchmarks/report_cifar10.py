@@ -162,7 +162,8 @@ SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "
 # Does the paper's own schedule close the gap? The baseline, TRP2+Nu and TRP1+Nu from the paper's
 # configs (164 epochs, lr / 10 after epochs 82 and 122, weight decay 1e-4; channels_last, added when
 # they train, only speeds up the CPU), unchanged but for TRP2+Nu again at the energy of the 30-epoch
-# nearest miss, and again with its projections capped at the paper's speed-up (trp.max_speedup):
+# nearest miss, and TRP2+Nu and TRP1+Nu again with their projections capped at the paper's TRP2+Nu
+# speed-up and at the channel target's (trp.max_speedup):
 # run -> (the method of configs/cifar10/resnet20-METHOD.toml, overrides).
 PAPER_SCHEDULE_RUNS = {
     "baseline-paper": ("baseline", ()),
@@ -170,6 +171,7 @@ PAPER_SCHEDULE_RUNS = {
     "trp2-nu-e0.01-paper": ("trp2-nu", ("decompose.criterion=energy:0.01",)),
     "trp1-nu-paper": ("trp1-nu", ()),
     "trp2-nu-cap2.84-paper": ("trp2-nu", ("trp.max_speedup=2.84",)),
+    "trp1-nu-cap2.2-paper": ("trp1-nu", ("trp.max_speedup=2.2",)),
 }
 PAPER_SCHEDULE_BASELINE = "baseline-paper"
 # Is it TRP's training or the architecture it finds? The ranks a TRP+Nu run ended with, trained from

@@ -449,10 +449,11 @@ def test_speedup_at_ranks_reproduces_every_committed_runs_figure():
 def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_when_finished(tmp_path, monkeypatch):
     report = load_benchmark("report_cifar10")
     assert report.PAPER_SCHEDULE_SCHEMES == {"trp2-nu-paper": "spatial", "trp2-nu-e0.01-paper": "spatial",
-                                             "trp1-nu-paper": "channel", "trp2-nu-cap2.84-paper": "spatial"}
+                                             "trp1-nu-paper": "channel", "trp2-nu-cap2.84-paper": "spatial",
+                                             "trp1-nu-cap2.2-paper": "channel"}
     labels = [report.paper_schedule_label(run) for run in report.PAPER_SCHEDULE_SCHEMES]
     assert labels == ["TRP2+Nu, e = 0.02", "TRP2+Nu, e = 0.01", "TRP1+Nu, e = 0.02",  # distinct: they name the curves
-                      "TRP2+Nu, e = 0.02, capped at 2.84x"]
+                      "TRP2+Nu, e = 0.02, capped at 2.84x", "TRP1+Nu, e = 0.02, capped at 2.2x"]
     root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
     ranks = {name: 4 for name, module in report.create_model("resnet20").named_modules()
              if isinstance(module, torch.nn.Conv2d)}
@@ -471,7 +472,8 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
             and "`trp2-nu-e0.01-paper` sets `decompose.criterion=energy:0.01`" in text
             and "`trp2-nu-cap2.84-paper` sets `trp.max_speedup=2.84`" in text)
     assert ("Trained so far: the baseline 3 of 164 epochs; TRP2+Nu, e = 0.02: 2; TRP2+Nu, e = 0.01: not started; "
-            "TRP1+Nu, e = 0.02: 1; TRP2+Nu, e = 0.02, capped at 2.84x: not started.") in text
+            "TRP1+Nu, e = 0.02: 1; TRP2+Nu, e = 0.02, capped at 2.84x: not started; TRP1+Nu, e = 0.02, capped at 2.2x: "
+            "not started.") in text
     assert "#### TRP2+Nu, e = 0.02 (spatial scheme, m = 20, lambda = 0.0003)" in text
     assert "#### TRP1+Nu, e = 0.02 (channel scheme, m = 20, lambda = 0.0003)" in text and "#### TRP2+Nu, e = 0.01" not in text
     assert (f"| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | -3.50 | 76 | "  # -3.50: the mean of -5 and -2
@@ -699,6 +701,7 @@ def test_report_sets_the_paper_schedule_runs_beside_the_papers_table_1(tmp_path)
     assert ("| baseline | - | 91.74 | 1.00x | +0.00 | 91.00 |  | +0.00 | 1.00x | 270,000 | 1.00 |\n"
             "| basic (no fine-tune) | channel | 88.13 | 1.41x | -3.61 | not finished | | | | | |\n"
             "| TRP1+Nu, e = 0.02 | channel | 90.50 | 2.17x | -1.24 | 89.00 | 88.50 | -2.50 | 2.30x | 120,000 | 1.00 |\n"
+            "| TRP1+Nu, e = 0.02, capped at 2.2x | channel |  |  |  | not finished | | | | | |\n"
             "| basic (no fine-tune), e = 0.05 | spatial | 89.49 | 1.66x | -2.25 | 91.00 | 88.00 | -3.00 | 2.00x | 100,000 |  |\n"
             "| TRP2+Nu, e = 0.02 | spatial | 90.62 | 2.84x | -1.12 | 90.00 | 90.10 | -0.90 | 2.75x | 120,000 | 2.00 |\n"
             "| TRP2+Nu, e = 0.01 | spatial |  |  |  | not finished | | | | | |\n"  # not the paper's config
@@ -718,6 +721,7 @@ def test_paper_schedule_runs_are_swept_the_baseline_with_both_schemes_trp_with_i
         ("trp2-nu-e0.01-paper", "trp2-nu-e0.01-paper", "spatial", energies, "trp2-nu-e0.01-paper", "resnet20"),
         ("trp1-nu-paper", "trp1-nu-paper", "channel", energies, "trp1-nu-paper", "resnet20"),
         ("trp2-nu-cap2.84-paper", "trp2-nu-cap2.84-paper", "spatial", energies, "trp2-nu-cap2.84-paper", "resnet20"),
+        ("trp1-nu-cap2.2-paper", "trp1-nu-cap2.2-paper", "channel", energies, "trp1-nu-cap2.2-paper", "resnet20"),
     ]
 
 
