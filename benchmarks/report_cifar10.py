@@ -717,7 +717,7 @@ class TradeOff:
     run: str  # the run as the report names it
     decomposed_at: str  # "e = 0.01" (a sweep's energy) or "its own criterion"
     schedule: str  # "30 epochs, onecycle" (and the seed where it is not 0)
-    authors_speedup: float | None  # the same ranks in the authors' count; None for a sweep point (no ranks kept)
+    authors_speedup: float | None  # the same ranks in the authors' count; None for a sweep that kept no ranks
 
 
 def _schedule(config: dict[str, Any]) -> str:
@@ -731,15 +731,16 @@ def _decomposed(results: Results, run: str, label: str, scheme: str, reference: 
     """``run``'s own decomposition (once finished), then each point of its energy sweep, against
     the baseline's top-1 ``reference`` (%). Its own comes first, so that among identical nets
     (every energy up to the trained one gives the same net) the front keeps it."""
-    def tradeoff(point: dict[str, Any], decomposed_at: str, authors_speedup: float | None) -> TradeOff:
+    def tradeoff(point: dict[str, Any], decomposed_at: str, ranks: dict[str, int] | None) -> TradeOff:
         accuracy = 100 * point["accuracy"]  # point: a summary's "decomposed" or a sweep point
         return TradeOff(point["conv_speedup"], accuracy - reference, accuracy, label, decomposed_at, schedule,
-                        authors_speedup)
+                        None if ranks is None else authors_count_speedup(ranks, scheme))
 
     summary = results.summary(run)
-    own = [tradeoff(summary["decomposed"], "its own decomposition", authors_count_speedup(summary["ranks"], scheme))
+    own = [tradeoff(summary["decomposed"], "its own decomposition", summary["ranks"])
            ] if summary and summary.get("decomposed") else []
-    return own + [tradeoff(p, f"e = {p['criterion']['pruned_energy']:g}", None) for p in results.sweep_points(run)]
+    return own + [tradeoff(p, f"e = {p['criterion']['pruned_energy']:g}", p.get("ranks"))  # older sweeps kept none
+                  for p in results.sweep_points(run)]
 
 
 def _main_schedule(run: str) -> str:
@@ -878,7 +879,7 @@ def _best_curve_text(results: Results) -> list[str]:
             "baseline, where the curve reaches that speed-up. The paper does not say how it counted its speed-up; if "
             "it counted as the authors' code does (section \"Speed-up as the TRP authors' code counts it\"), the "
             "fair comparison is the paper's change at the authors' count of the same ranks, the fifth and sixth "
-            "columns (a sweep point keeps no ranks, so those columns are empty there).", *lines]
+            "columns (empty for the points of sweeps written before sweeps recorded each point's ranks).", *lines]
 
 
 PAPER_SCHEDULE_EPOCHS = (1, 10, 20, 40, 60, 82, 83, 100, 122, 123, 140, 164)  # table rows: around each lr drop

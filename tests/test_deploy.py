@@ -158,6 +158,14 @@ def test_cli_sweep_runs_end_to_end(tmp_path, capsys):
     assert set(result["models"]) == {"a", "b"}
     speedups = [p["conv_speedup"] for p in result["models"]["a"]["points"]]
     assert speedups[0] < speedups[1]
+    example = torch.zeros(1, 1, 8, 8)  # digits: 8x8 grey images
+    dense_macs = trp.count_macs(trp.models.create_model("resnet20", num_classes=10, in_channels=1), example).conv_macs
+    for point in result["models"]["a"]["points"]:  # each point's ranks rebuild the net it measured
+        rebuilt = trp.models.create_model("resnet20", num_classes=10, in_channels=1)
+        kinds = {name: "linear" if isinstance(module, nn.Linear) else "spatial" for name, module in rebuilt.named_modules()}
+        trp.apply_plan_(rebuilt, trp.RankPlan([trp.PlanEntry(name, kinds[name], rank) for name, rank in point["ranks"].items()]))
+        assert len(point["ranks"]) == point["layers_decomposed"] > 0
+        assert dense_macs / trp.count_macs(rebuilt, example).conv_macs == pytest.approx(point["conv_speedup"])
     for name in ("accuracy_vs_speedup.png", "ranks.png", "spectra.png"):
         assert (tmp_path / "out" / name).stat().st_size > 5_000
     assert "fraction:0.25" in capsys.readouterr().out

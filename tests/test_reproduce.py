@@ -244,8 +244,13 @@ def test_best_curve_judges_every_net_against_the_baseline_trained_like_it(tmp_pa
     write(root / "sweeps" / "trp2-nu-from-baseline" / "sweep.json",  # -1.30 at 2.95x, after training from the baseline
           fake_sweep("trp2-nu-from-baseline", [(0.03, 2.95, 0.8870)], report.LAYER))
     write(root / "baseline-paper" / "summary.json", fake_summary(0.9200, 0.5, 1.1, epochs=164))
-    write(root / "sweeps" / "trp2-nu-e0.01-paper" / "sweep.json",  # -1.50 at 3.3x
-          fake_sweep("trp2-nu-e0.01-paper", [(0.001, 3.3, 0.9050), (0.3, 9.0, 0.1000)], report.LAYER))
+    paper_sweep = fake_sweep("trp2-nu-e0.01-paper", [(0.001, 3.3, 0.9050), (0.3, 9.0, 0.1000)], report.LAYER)
+    paper_sweep["models"]["trp2-nu-e0.01-paper"]["points"][0]["ranks"] = {"conv1": 5, "layer1.0.conv1": 8}
+    write(root / "sweeps" / "trp2-nu-e0.01-paper" / "sweep.json", paper_sweep)  # -1.50 at 3.3x, with its ranks
+    # those ranks, in the authors' count, by hand: ResNet-20's conv MACs are 40,550,400 (stem 442,368;
+    # 16 stride-1 3x3 convs of 2,359,296; two strided ones of 1,179,648); conv1 is left dense there, and
+    # layer1.0.conv1 at spatial rank 8 costs 16*8*3*1024 + 8*16*3*1024 = 786,432 in place of 2,359,296
+    authors = 40_550_400 / (40_550_400 - 2_359_296 + 786_432)
     report.write_report(report.Results(root), markdown)
     text = markdown.read_text()
     assert ("Spatial scheme (target: at most 1.1 points below at >= 2.8x): the best net at >= 2.8x is TRP2+Nu from our "
@@ -254,8 +259,8 @@ def test_best_curve_judges_every_net_against_the_baseline_trained_like_it(tmp_pa
     assert (f"| 2.000x | -1.00 | 89.00 |  |  |  | TRP2+Nu | e = 0.01 | 30 epochs, onecycle |\n"
             f"| 2.950x | -1.30 | 88.70 | {90.62 + (89.7 - 90.62) * (2.95 - 2.84) / (3.5 - 2.84) - 91.74:+.2f} |  |  | "
             "TRP2+Nu from our baseline, e = 0.03 | e = 0.03 | 30 epochs, onecycle + 10 epochs, cosine from it |\n"
-            f"| 3.300x | -1.50 | 90.50 | {90.62 + (89.7 - 90.62) * (3.3 - 2.84) / (3.5 - 2.84) - 91.74:+.2f} |  |  | "
-            "TRP2+Nu, e = 0.01 | e = 0.001 | 164 epochs, multistep |\n"  # Fig. 3; sweep points keep no ranks
+            f"| 3.300x | -1.50 | 90.50 | {90.62 + (89.7 - 90.62) * (3.3 - 2.84) / (3.5 - 2.84) - 91.74:+.2f} | "
+            f"{authors:.2f}x |  | TRP2+Nu, e = 0.01 | e = 0.001 | 164 epochs, multistep |\n"  # Fig. 3 starts at 2.84x
             "| faster | more than 8 points below: 1 more nets of the front, left out | | | | | | | |") in text
     assert "Channel scheme (target" not in text  # no channel net decomposed yet
 
@@ -265,10 +270,7 @@ def test_best_curve_judges_every_net_against_the_baseline_trained_like_it(tmp_pa
     text = markdown.read_text()
     assert ("the best net at >= 2.8x is TRP2+Nu, e = 0.01 (its own decomposition, 60 epochs, onecycle): -0.50 points "
             "at 2.90x, so the target is met.") in text
-    # fake_summary's ranks, in the authors' count, by hand: ResNet-20's conv MACs are 40,550,400 (stem 442,368;
-    # 16 stride-1 3x3 convs of 2,359,296; two strided ones of 1,179,648); conv1 is left dense there, and
-    # layer1.0.conv1 at spatial rank 8 costs 16*8*3*1024 + 8*16*3*1024 = 786,432 in place of 2,359,296
-    authors = 40_550_400 / (40_550_400 - 2_359_296 + 786_432)
+    # its own decomposition: the ranks of fake_summary, the same as the sweep point's above
     assert (f"| 2.900x | -0.50 | 92.50 | {90.62 + (89.7 - 90.62) * (2.9 - 2.84) / (3.5 - 2.84) - 91.74:+.2f} | "
             f"{authors:.2f}x |  | TRP2+Nu, e = 0.01 | its own decomposition | 60 epochs, onecycle |") in text
     assert "| 2.000x |" not in text  # beaten by the 60-epoch net, faster and better against its own baseline

@@ -30,7 +30,9 @@ __all__ = ["SweepPoint", "sweep_criteria", "accuracy_on", "load_trained", "run_s
 @dataclass
 class SweepPoint:
     """One decomposition of the sweep: ``accuracy`` as returned by the evaluation (a
-    fraction), ``conv_speedup`` the paper's conv-MAC ratio. ``layer_fits`` (data-fitted sweeps
+    fraction), ``conv_speedup`` the paper's conv-MAC ratio, ``ranks`` the rank of each layer
+    it factorized (layer name -> rank; the decomposed architecture, as a trained run's
+    summary records it). ``layer_fits`` (data-fitted sweeps
     only, else empty) has each layer's relative response error for the SVD factors and for
     the fitted ones, each fed the dense net's inputs (:class:`trp.LayerFit`), and
     ``in_net_error``: the fitted layer's error inside the decomposed net, on its inputs there
@@ -41,6 +43,7 @@ class SweepPoint:
     accuracy: float
     params: int
     layers_decomposed: int
+    ranks: dict[str, int]
     layer_fits: list[dict] = field(default_factory=list)
 
 
@@ -70,7 +73,7 @@ def sweep_criteria(
             report = decompose_(candidate, candidate_config, example_input)
         points.append(SweepPoint(
             criterion.to_dict(), report.conv_speedup, evaluate_accuracy(candidate), report.params_after,
-            len(report.decomposed), layer_fits,
+            len(report.decomposed), {layer.name: layer.rank for layer in report.decomposed}, layer_fits,
         ))
     return points
 
