@@ -838,6 +838,7 @@ def _best_curve_text(results: Results) -> list[str]:
         points_below, least = TARGET_BY_SCHEME[scheme]
         _, paper_curve = _paper_trp_curve(scheme)
         rows, collapsed = [], sum(p.change < BEST_FLOOR for p in front)
+
         def paper_change(speedup: float | None) -> str:  # the paper's curve there, against its baseline
             paper = None if speedup is None else _interpolated(paper_curve, speedup)
             return "" if paper is None else f"{paper - PAPER_BASELINE:+.2f}"
