@@ -63,6 +63,11 @@ class DecompositionReport:
         return [layer for layer in self.layers if layer.decomposed]
 
     @property
+    def ranks(self) -> dict[str, int]:
+        """The rank of each decomposed layer, by name: the decomposed architecture."""
+        return {layer.name: layer.rank for layer in self.decomposed}
+
+    @property
     def skipped(self) -> list[LayerReport]:
         return [layer for layer in self.layers if not layer.decomposed]
 

@@ -434,7 +434,7 @@ def _finish(run: _Run, model: nn.Module, elapsed: float) -> dict[str, Any]:
         "method": method_label(config), "model": config.model.name, "dataset": config.data.dataset,
         "epochs": config.optim.epochs, "training_seconds": elapsed, "device": str(runtime.device),
         "world_size": runtime.world_size, "dense": dense, "decomposed": decomposed, "finetuned": None,
-        "ranks": {layer.name: layer.rank for layer in report.decomposed}, "config": config.to_dict(),
+        "ranks": report.ranks, "config": config.to_dict(),
     }
     if runtime.is_main:
         described = {**report.to_dict(), **({"fit_on_data": fitted} if fitted else {})}

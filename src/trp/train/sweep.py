@@ -73,7 +73,7 @@ def sweep_criteria(
             report = decompose_(candidate, candidate_config, example_input)
         points.append(SweepPoint(
             criterion.to_dict(), report.conv_speedup, evaluate_accuracy(candidate), report.params_after,
-            len(report.decomposed), {layer.name: layer.rank for layer in report.decomposed}, layer_fits,
+            len(report.decomposed), report.ranks, layer_fits,
         ))
     return points
 
