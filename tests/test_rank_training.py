@@ -178,6 +178,8 @@ def test_nuclear_norm_alone_shrinks_singular_values():
         ({"max_speedup": 0.5}, "max_speedup must be 0"),
         ({"max_speedup": float("inf")}, "max_speedup must be 0"),
         ({"max_speedup": 2.0, "project": False, "nuclear_weight": 1e-3}, "needs project = true"),
+        ({"max_speedup": 2.0, "max_speedup_tolerance": -0.01}, "max_speedup_tolerance is the fraction"),
+        ({"max_speedup": 2.0, "max_speedup_tolerance": float("nan")}, "max_speedup_tolerance is the fraction"),
     ],
 )
 def test_impossible_trp_configs(kwargs, message):
@@ -252,10 +254,31 @@ def test_max_speedup_stops_the_projections_near_the_cap(scheme):
         assert rank_training.projection_ranks(model, handle.config, example) == ranks
         reached[cap] = conv_speedup_at(model, ranks, scheme, example)
         if cap:
-            allocated = trp.target.ranks_for_speedup(model, decompose, example, cap)
+            allocated = trp.target.ranks_for_speedup(model, decompose, example, cap, tolerance=0.0)
             assert all(ranks[name] >= rank for name, rank in allocated.ranks.items())
     assert reached[0.0] > 2.0
     assert 1.5 <= reached[1.5] <= 1.5 * 1.1
+
+
+def test_max_speedup_tolerance_bounds_how_far_past_the_cap_a_projection_lands():
+    """On ResNet-20 (spatial, at initialization, where e = 0.9 alone cuts far past it) a cap of
+    2.84x with tolerance 0.02 may land anywhere up to 2.84 * 1.02; the default 0 lands as close
+    above 2.84x as the allocation's hull allows (2.85x here), and at the ranks
+    ranks_for_speedup allocates for it with tolerance 0."""
+    example = torch.zeros(1, 3, 32, 32)
+    decompose = DecomposeConfig(scheme="spatial", criterion=EnergyCriterion(0.9), decompose_linear=False)
+    reached = {}
+    for tolerance in (0.0, 0.02):
+        torch.manual_seed(0)
+        model = trp.models.create_model("resnet20")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        config = TRPConfig(decompose=decompose, max_speedup=2.84, max_speedup_tolerance=tolerance)
+        allocated = trp.target.ranks_for_speedup(model, decompose, example, 2.84, tolerance=tolerance)
+        ranks = attach_trp(model, optimizer, config, example_input=example).project_()
+        assert ranks == allocated.ranks
+        reached[tolerance] = conv_speedup_at(model, ranks, "spatial", example)
+    assert 2.84 <= reached[0.0] < reached[0.02] <= 2.84 * 1.02
+    assert reached[0.0] <= 2.84 * 1.005
 
 
 def test_max_speedup_needs_an_example_input_and_a_reachable_cap():

@@ -472,7 +472,7 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
     text = markdown.read_text()
     assert ("`configs/cifar10/resnet20-{baseline,trp1-nu,trp2-nu}.toml`" in text
             and "`trp2-nu-e0.01-paper` sets `decompose.criterion=energy:0.01`" in text
-            and "`trp2-nu-cap2.84-paper` sets `trp.max_speedup=2.84`" in text)
+            and "`trp2-nu-cap2.84-paper` sets `trp.max_speedup=2.84` and `trp.max_speedup_tolerance=0.02`" in text)
     assert ("Trained so far: the baseline 3 of 164 epochs; TRP2+Nu, e = 0.02: 2; TRP2+Nu, e = 0.01: not started; "
             "TRP1+Nu, e = 0.02: 1; TRP2+Nu, e = 0.02, capped at 2.84x: not started; TRP1+Nu, e = 0.02, capped at 2.2x: "
             "not started.") in text

@@ -181,6 +181,7 @@ def test_overrides_are_typed(tmp_path):
         (["decompose.allocate_ranks=true"], "set a target_speedup >= 1 too"),
         (["trp.enabled=true", "trp.max_speedup=2", "decompose.target_speedup=2"], "set one of them"),
         (["trp.enabled=true", "trp.max_speedup=0.5"], "max_speedup must be 0"),
+        (["trp.enabled=true", "trp.max_speedup=2", "trp.max_speedup_tolerance=-0.1"], "max_speedup_tolerance is the"),
         (["optim.epochs=0", "model.checkpoint=x.pt", "trp.enabled=true"], "set trp.enabled = false"),
         (["decompose.fit_on_data=-1"], "number of training images"),
         (["model.plan=plan.json", "trp.enabled=true"], "model.plan trains a factorized net"),

@@ -93,6 +93,7 @@ class TRPSection:
     nuclear_every: int = 1
     svd_on_host: bool = True  # per-step SVDs of accelerator weights on the CPU (trp.TRPConfig)
     max_speedup: float = 0.0  # projections stop near this conv-MAC speed-up (trp.TRPConfig); 0: off
+    max_speedup_tolerance: float = 0.0  # fraction above max_speedup the projections may land at (trp.TRPConfig)
 
 
 @dataclass
@@ -240,6 +241,7 @@ class TrainConfig:
             svd_on_host=self.trp.svd_on_host,
             decompose=self.decompose_config(),
             max_speedup=self.trp.max_speedup,
+            max_speedup_tolerance=self.trp.max_speedup_tolerance,
         )
 
     def to_dict(self) -> dict[str, Any]:
