@@ -328,8 +328,8 @@ def markdown(rows: list[dict], sweeps: list[dict]) -> str:
         "epoch (evaluation left out) over those with a metrics line. Epochs with no metrics line trained "
         "(their checkpoint came back) but their per-epoch figures were lost. A finished run's last logged "
         "top-1 is left out: its dense top-1 is the figure. A run may go on from one kind of device on "
-        "another (`--device`), with the same config: on a CUDA device cuDNN computes the convolutions in "
-        "TF32 (PyTorch's default), on the CPU in float32.",
+        "another (`--device`), with the same config: on an NVIDIA GPU of the Ampere generation or later (the "
+        "H200 here) cuDNN computes the convolutions in TF32 (PyTorch's default), on the CPU in float32.",
         "",
         "| run | model | schedule | sessions | epochs done | epochs with no metrics line | last logged test top-1 "
         "| dense top-1 | decomposed top-1 | conv speed-up |",

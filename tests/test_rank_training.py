@@ -180,6 +180,8 @@ def test_nuclear_norm_alone_shrinks_singular_values():
         ({"max_speedup": 2.0, "project": False, "nuclear_weight": 1e-3}, "needs project = true"),
         ({"max_speedup": 2.0, "max_speedup_tolerance": -0.01}, "max_speedup_tolerance is the fraction"),
         ({"max_speedup": 2.0, "max_speedup_tolerance": float("nan")}, "max_speedup_tolerance is the fraction"),
+        ({"max_speedup": 2.0, "max_speedup_tolerance": True}, "max_speedup_tolerance is the fraction"),
+        ({"max_speedup_tolerance": 0.02}, "only applies to a speed-up cap"),
     ],
 )
 def test_impossible_trp_configs(kwargs, message):
@@ -260,7 +262,7 @@ def test_max_speedup_stops_the_projections_near_the_cap(scheme):
     assert 1.5 <= reached[1.5] <= 1.5 * 1.1
 
 
-def test_max_speedup_tolerance_bounds_how_far_past_the_cap_a_projection_lands():
+def test_max_speedup_tolerance_sets_how_far_past_the_cap_a_projection_may_land():
     """On ResNet-20 (spatial, at initialization, where e = 0.9 alone cuts far past it) a cap of
     2.84x with tolerance 0.02 may land anywhere up to 2.84 * 1.02; the default 0 lands as close
     above 2.84x as the allocation's hull allows (2.85x here), and at the ranks

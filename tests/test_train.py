@@ -321,6 +321,25 @@ def test_resume_refuses_a_changed_config_or_a_finished_run(tiny_folder, tmp_path
         run_training(same, resume=True)
 
 
+def test_a_capped_run_saved_before_the_cap_had_a_tolerance_resumes_only_at_the_old_one(tiny_folder, tmp_path):
+    """A state whose config has no trp.max_speedup_tolerance allocated its cap with 0.02: resuming
+    it at the default 0 would change the run silently, so it is refused; 0.02 resumes it."""
+    overrides = tiny_overrides(tiny_folder, tmp_path / "run", **{"trp.max_speedup": 1.3, "run.stop_after_epochs": 1})
+    with pytest.raises(RunInterrupted):
+        run_training(load_train_config(None, overrides))
+    state_path = tmp_path / "run" / "last.pt"
+    state = torch.load(state_path, weights_only=True)
+    config = json.loads(state["config"])
+    del config["trp"]["max_speedup_tolerance"]  # as saved before the option existed
+    state["config"] = json.dumps(config)
+    torch.save(state, state_path)
+    resumed = overrides + ["run.stop_after_epochs=0"]
+    with pytest.raises(ValueError, match=r"another config.*trp.max_speedup_tolerance: 0.02 -> 0.0"):
+        run_training(load_train_config(None, resumed), resume=True)
+    summary = run_training(load_train_config(None, resumed + ["trp.max_speedup_tolerance=0.02"]), resume=True)
+    assert summary["config"]["trp"]["max_speedup_tolerance"] == 0.02
+
+
 def test_start_checkpoint_must_be_dense_and_batches_must_fit(tiny_folder, tmp_path):
     low = tmp_path / "low.pt"
     model = create_model("resnet20", num_classes=2)

@@ -54,6 +54,16 @@ def save_training_state(
     )
 
 
+def _with_options_added_since(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with each option added to trp since, at the value it implicitly had:
+    speed-up caps allocated with tolerance 0.02 before ``trp.max_speedup_tolerance`` existed
+    (its default is 0), so resuming such a run at the default is refused, not silently changed."""
+    trp = saved.get("trp", {})
+    if "max_speedup_tolerance" not in trp:
+        trp["max_speedup_tolerance"] = 0.02 if trp.get("max_speedup") else 0.0
+    return saved
+
+
 def restore_training_state(
     path: Path,
     *,
@@ -72,7 +82,7 @@ def restore_training_state(
             ``section.key`` options in ``changeable``).
     """
     state = _load_state(path)
-    saved = json.loads(state["config"])
+    saved = _with_options_added_since(json.loads(state["config"]))
     differences = [
         f"{section}.{key}: {value!r} -> {config.get(section, {}).get(key)!r}"
         for section, values in saved.items()
