@@ -19,7 +19,10 @@ run on a CPU that is busy with another.
 ``train`` starts every unfinished run at once, each as its own ``trp train`` process that
 resumes from its last completed epoch, and stops them after ``--minutes``; run it again to go
 on (on another kind of device too, where the augmentation then draws other crops and flips
-than the first device would have). Each run's
+than the first device would have). A run whose summary is committed in
+``benchmarks/results/cifar10-gpu/`` counts as finished. A run with no checkpoint in DIR (a fresh
+machine) starts again from epoch 0, and says so when the results hold an earlier attempt's
+epochs, which the next ``collect`` replaces. Each run's
 state, logs and outputs stay in ``DIR/runs/NAME`` (default ``~/.cache/trp/cifar10-gpu``), with
 each session's device, company and starting epoch in ``DIR/device-NAME.json``. ``collect``
 copies the small files (per-epoch metrics, projections, the summary of a finished run, and
@@ -146,6 +149,20 @@ def _record_session(work: Path, name: str, device: str, side_by_side: list[str])
     path.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n")
 
 
+def _restart_notice(name: str, work: Path) -> str | None:
+    """What to tell the user when ``name`` has no saved state in ``work`` (a fresh machine, a
+    lost cache) although RESULTS records epochs of it: it starts again from epoch 0, and the
+    next ``collect`` replaces the earlier attempt's record. None otherwise."""
+    record, run_dir = RESULTS / name / "sessions.json", work / "runs" / name
+    if has_saved_state(run_dir) or not record.exists():
+        return None
+    done = json.loads(record.read_text())["epochs_done"]
+    if not done:
+        return None
+    return (f"{name}: no checkpoint in {run_dir}, so it starts again from epoch 0; the {done} epochs recorded in "
+            f"{RESULTS / name} are an earlier attempt's, which the next `collect` replaces (git history keeps them)")
+
+
 def _stop(processes: dict[str, subprocess.Popen], grace_seconds: float = 30.0) -> None:
     """SIGTERM every child still running, then SIGKILL whatever outlives the grace period.
     Checkpoints are written atomically, so a stopped run keeps its last completed epoch."""
@@ -163,10 +180,21 @@ def _stop(processes: dict[str, subprocess.Popen], grace_seconds: float = 30.0) -
 
 
 def train(names: list[str], data_root: Path, work: Path, device: str, minutes: float, threads: int | None = None) -> None:
-    """Train ``names`` side by side for at most ``minutes``, each child with ``threads`` CPU
-    threads (default: the cores shared out); unfinished runs stay resumable. The children are
+    """Train those of ``names`` not finished (in ``work`` or committed in RESULTS) side by side
+    for at most ``minutes``, each child with ``threads`` CPU threads (default: the cores shared
+    out); unfinished runs stay resumable. The children are
     stopped however this process ends (time limit, error, SIGTERM, Ctrl-C)."""
-    pending = [name for name in names if not (work / "runs" / name / "summary.json").exists()]
+    pending = []
+    for name in names:
+        if (work / "runs" / name / "summary.json").exists():
+            continue
+        if (RESULTS / name / "summary.json").exists():
+            print(f"{name}: finished, its summary is committed in {RESULTS / name}; delete that folder to train it again",
+                  flush=True)
+            continue
+        pending.append(name)
+        if notice := _restart_notice(name, work):
+            print(notice, flush=True)
     if not pending:
         print("every run is finished", flush=True)
         return

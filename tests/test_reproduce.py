@@ -782,6 +782,7 @@ def test_gpu_threads_must_be_positive(monkeypatch, capsys):
 
 def test_gpu_train_stops_every_child_at_the_time_limit_and_reports_the_finished(tmp_path, monkeypatch, capsys):
     gpu = load_benchmark("cifar10_gpu")
+    monkeypatch.setattr(gpu, "RESULTS", tmp_path / "results")  # nothing committed: neither run is finished
     sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
     commands = {"resnet56-baseline": sleep, "resnet56-trp1-nu": [sys.executable, "-c", "pass"]}
     monkeypatch.setattr(gpu, "_command", lambda name, data_root, work, device: commands[name])
@@ -792,6 +793,25 @@ def test_gpu_train_stops_every_child_at_the_time_limit_and_reports_the_finished(
     assert "resnet56-trp1-nu: exited with 0" in out and "resnet56-baseline: stopped before finishing" in out
     assert "started resnet56-baseline (3 CPU threads)" in out
     assert json.loads((tmp_path / "device-resnet56-baseline.json").read_text())["sessions"][0]["from_epoch"] == 0
+
+
+def test_gpu_train_skips_committed_runs_and_says_when_one_starts_again(tmp_path, monkeypatch, capsys):
+    gpu = load_benchmark("cifar10_gpu")
+    results, work = tmp_path / "results", tmp_path / "work"
+    monkeypatch.setattr(gpu, "RESULTS", results)
+    write(results / "resnet56-baseline" / "summary.json", "{}")  # finished on another machine
+    write(results / "resnet56-trp1-nu" / "sessions.json", json.dumps({"sessions": [], "epochs_done": 16}))
+    write(results / "resnet56-trp2-nu" / "sessions.json", json.dumps({"sessions": [], "epochs_done": 3}))
+    (work / "runs" / "resnet56-trp2-nu").mkdir(parents=True)  # its checkpoint is here: it resumes
+    torch.save({"format": "trp-train-state", "version": 1, "epoch": 3}, work / "runs" / "resnet56-trp2-nu" / "last.pt")
+    started = []
+    monkeypatch.setattr(gpu, "_command", lambda name, *_: started.append(name) or [sys.executable, "-c", "pass"])
+    gpu.train(["resnet56-baseline", "resnet56-trp1-nu", "resnet56-trp2-nu"], tmp_path / "data", work, "cpu", 0.05, 1)
+    out = capsys.readouterr().out
+    assert started == ["resnet56-trp1-nu", "resnet56-trp2-nu"]
+    assert f"resnet56-baseline: finished, its summary is committed in {results / 'resnet56-baseline'}" in out
+    assert "resnet56-trp1-nu: no checkpoint in" in out and "starts again from epoch 0; the 16 epochs recorded" in out
+    assert "resnet56-trp2-nu: no checkpoint" not in out
 
 
 def test_collect_copies_the_progress_of_unfinished_runs_only(tmp_path, monkeypatch):
