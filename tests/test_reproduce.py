@@ -754,6 +754,7 @@ def test_gpu_sweep_rows_pick_the_most_accurate_point_at_the_target_speedup(tmp_p
     for label, scheme, points in (
         ("resnet56-trp1-nu-channel", "channel", [point(0.01, 2.1, 0.88), point(0.02, 2.3, 0.87), point(0.05, 2.9, 0.86)]),
         ("resnet56-baseline-spatial", "spatial", [point(0.01, 1.2, 0.88)]),
+        ("resnet56-baseline-retrained-spatial", "spatial", [point(0.1, 2.9, 0.80)]),
     ):
         (tmp_path / "sweeps" / label).mkdir(parents=True)
         sweep = {"scheme": scheme, "models": {label: {"points": points}}}
@@ -761,8 +762,11 @@ def test_gpu_sweep_rows_pick_the_most_accurate_point_at_the_target_speedup(tmp_p
     runs = [
         {"run": "resnet56-baseline", "model": "ResNet-56", "method": "baseline", "summary": {"dense": {"accuracy": 0.885}}},
         {"run": "resnet56-trp1-nu", "model": "ResNet-56", "method": "TRP1+Nu", "summary": None},
+        {"run": "resnet56-baseline-retrained", "model": "ResNet-56", "method": "baseline", "summary": {"dense": {"accuracy": 0.88}}},
     ]
     rows = {row["sweep"]: row for row in gpu.sweep_rows(runs)}
+    # a TRP run against the model's first baseline, a baseline trained again against itself
+    assert rows["resnet56-baseline-retrained-spatial"]["change"] == pytest.approx(-8.0)
     channel = rows["resnet56-trp1-nu-channel"]
     assert channel["best"] == {"energy": 0.02, "speedup": 2.3, "accuracy": 0.87}  # 2.1x is too slow, 0.86 less accurate
     assert channel["change"] == pytest.approx(-1.5) and (channel["min_speedup"], channel["max_drop"]) == (2.2, 1.2)
