@@ -28,7 +28,8 @@ each session's device, company and starting epoch in ``DIR/device-NAME.json``. `
 copies the small files (per-epoch metrics, projections, the summary of a finished run, and
 ``sessions.json``: the sessions and the epochs completed) to
 ``benchmarks/results/cifar10-gpu/`` and rewrites the CIFAR10-GPU section of RESULTS.md with how
-far each run got and, for a finished run, its accuracy decomposed with no fine-tuning.
+far each run got and, for a finished run, its accuracy decomposed with no fine-tuning beside the
+paper's result for the same model and method.
 ``sweep`` decomposes every finished run's dense net at the energies of ``reproduce_cifar10.py``
 with no fine-tuning (the paper's Fig. 3): a baseline with both schemes ("basic"), a TRP run with
 its own; the sweeps go to ``benchmarks/results/cifar10-gpu/sweeps/RUN-SCHEME/`` and ``collect``
@@ -53,7 +54,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from report_cifar10 import CONFIGS, LAYER, TARGET_BY_SCHEME
+from report_cifar10 import CONFIGS, LAYER, PAPER_BASELINE, PAPER_TABLE, TARGET_BY_SCHEME, TRAINED
 from reproduce_cifar10 import SWEEP_ENERGIES, copy_small_files, prepare_data
 from results_markdown import replace_section
 
@@ -89,6 +90,15 @@ RUNS = {
     "resnet56-baseline-retrained": GpuRun("resnet20-baseline-cpu.toml", ("model.name=resnet56",), "ResNet-56", "baseline", SHORT),
     "resnet20-baseline-paper": GpuRun("resnet20-baseline.toml", (), "ResNet-20", "baseline", PAPER),
     "resnet20-trp2-nu-paper": GpuRun("resnet20-trp2-nu.toml", (), "ResNet-20", "TRP2+Nu", PAPER),
+}
+
+# The paper's CIFAR-10 results after its 164 epochs, per model: method -> (top-1 %, speed-up). ResNet-20
+# from its Table 1 (as report_cifar10.py has it), ResNet-56 as ../shared/TRP.md lists it.
+PAPER_RESULTS = {
+    "ResNet-20": {"baseline": (PAPER_BASELINE, 1.0),
+                  **{TRAINED[method]: PAPER_TABLE[method] for method in ("trp1", "trp1-nu", "trp2", "trp2-nu")}},
+    "ResNet-56": {"baseline": (93.14, 1.0), "TRP1": (92.77, 2.31), "TRP1+Nu": (91.85, 4.48),
+                  "TRP2": (92.63, 2.43), "TRP2+Nu": (91.62, 4.51)},
 }
 
 
@@ -248,16 +258,49 @@ def sweep(names: list[str], data_root: Path, work: Path) -> None:
             )
 
 
+def _first_baselines(rows: list[dict]) -> dict[str, float]:
+    """Per model: the dense top-1 (a fraction) of its first finished baseline in ``rows``, the one
+    its other runs are judged against."""
+    first: dict[str, float] = {}
+    for row in rows:
+        if row["method"] == "baseline" and row["summary"]:
+            first.setdefault(row["model"], row["summary"]["dense"]["accuracy"])
+    return first
+
+
+def beside_paper(rows: list[dict]) -> list[dict]:
+    """Each finished run of ``rows`` beside the paper's result for its model and method (None where
+    the paper has none): top-1 in % (a baseline's dense, any other run's decomposed with no
+    fine-tuning), its change in points against the model's first baseline (the paper's against its
+    own), conv-MAC speed-up, parameters, and training hours summed over the run's sessions."""
+    first_baselines = _first_baselines(rows)
+    found = []
+    for row in rows:
+        summary = row["summary"]
+        if not summary:
+            continue
+        paper_results = PAPER_RESULTS[row["model"]]
+        paper = paper_results.get(row["method"])
+        is_baseline = row["method"] == "baseline"
+        net = summary["dense"] if is_baseline else summary["decomposed"]
+        found.append({
+            "run": row["run"], "model": row["model"], "method": row["method"], "schedule": row["schedule"],
+            "paper": paper and {"top1": paper[0], "speedup": paper[1], "change": paper[0] - paper_results["baseline"][0]},
+            "dense_top1": 100 * summary["dense"]["accuracy"], "decomposed_top1": None if is_baseline else 100 * net["accuracy"],
+            "change": 100 * (net["accuracy"] - first_baselines[row["model"]]),
+            "speedup": 1.0 if is_baseline else net["conv_speedup"], "params": net["params"],
+            "training_hours": summary["training_seconds"] / 3600,
+        })
+    return found
+
+
 def sweep_rows(rows: list[dict]) -> list[dict]:
     """Per committed sweep: the most accurate point at or above its scheme's target speed-up
     (an energy chosen on the test set), against the dense top-1 of the same model's first finished
     baseline in ``rows`` (a baseline's own sweep against that baseline)."""
-    dense = {row["run"]: row["summary"]["dense"]["accuracy"] for row in rows if row["summary"]}
-    first_baseline: dict[str, str] = {}  # model -> run
-    for row in rows:
-        if row["method"] == "baseline" and row["run"] in dense:
-            first_baseline.setdefault(row["model"], row["run"])
-    models, methods = {row["run"]: row["model"] for row in rows}, {row["run"]: row["method"] for row in rows}
+    first_baselines = _first_baselines(rows)
+    own = {row["run"]: row["summary"]["dense"]["accuracy"] for row in rows if row["method"] == "baseline" and row["summary"]}
+    models = {row["run"]: row["model"] for row in rows}
     found = []
     for path in sorted((RESULTS / "sweeps").glob("*/sweep.json")):
         sweep_data = json.loads(path.read_text())
@@ -267,7 +310,7 @@ def sweep_rows(rows: list[dict]) -> list[dict]:
         points = next(iter(sweep_data["models"].values()))["points"]
         fast = [point for point in points if point["conv_speedup"] >= speedup]
         best = max(fast, key=lambda point: point["accuracy"]) if fast else None
-        baseline = dense.get(run if methods.get(run) == "baseline" else first_baseline.get(models.get(run)))
+        baseline = own.get(run, first_baselines.get(models.get(run)))
         found.append({
             "sweep": label, "scheme": scheme, "min_speedup": speedup, "max_drop": points_below,
             "best": best and {"energy": best["criterion"]["pruned_energy"], "speedup": best["conv_speedup"], "accuracy": best["accuracy"]},
@@ -383,6 +426,29 @@ def markdown(rows: list[dict], sweeps: list[dict]) -> str:
             f"| {row['epochs_done']} / {row['epochs']} | {_epoch_ranges(row['epochs_without_metrics'])} "
             f"| {last_logged} | {dense} | {decomposed} | {speedup} |"
         )
+    beside = beside_paper(rows)
+    if beside:
+        lines += [
+            "",
+            "The finished runs beside the paper's results for the same model and method (after its 164 epochs; "
+            "ResNet-56 as `../shared/TRP.md` lists them). Top-1 is a baseline's dense net and any other run's "
+            "net decomposed with no fine-tuning at its config's criterion; the change is against the first "
+            "finished baseline of the same model above (the paper's against its own); params are those of the net "
+            "whose top-1 is given; training hours add up the run's sessions, on whatever device each ran.",
+            "",
+            "| run | method | paper top-1 | paper speed-up | paper change | our schedule | dense top-1 "
+            "| decomposed top-1 | change vs our baseline | conv MAC speed-up | params | training h |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in beside:
+            paper = row["paper"]
+            paper_cells = (f"{paper['top1']:.2f} | {paper['speedup']:.2f}x | {paper['change']:+.2f}" if paper else " |  | ")
+            decomposed = "" if row["decomposed_top1"] is None else f"{row['decomposed_top1']:.2f}"
+            lines.append(
+                f"| {row['run']} | {row['model']} {row['method']} | {paper_cells} | {row['schedule']} "
+                f"| {row['dense_top1']:.2f} | {decomposed} | {row['change']:+.2f} | {row['speedup']:.2f}x "
+                f"| {row['params']:,} | {row['training_hours']:.2f} |"
+            )
     if sweeps:
         lines += [
             "",

@@ -776,6 +776,34 @@ def test_gpu_sweep_rows_pick_the_most_accurate_point_at_the_target_speedup(tmp_p
     assert "| resnet56-baseline-spatial | spatial | ≥ 2.8x | none reaches it |  |  | ≥ -1.1 |" in table
 
 
+def test_gpu_beside_paper_judges_every_run_against_the_models_first_baseline():
+    gpu = load_benchmark("cifar10_gpu")
+
+    def finished(run, method, dense, decomposed, speedup, params, seconds):
+        summary = {"dense": {"accuracy": dense, "params": 853018},
+                   "decomposed": {"accuracy": decomposed, "conv_speedup": speedup, "params": params}, "training_seconds": seconds}
+        return {"run": run, "model": "ResNet-56", "method": method, "schedule": gpu.SHORT, "summary": summary,
+                "sessions": [], "epochs_done": 30, "epochs_without_metrics": [], "epochs": 30, "last_test_accuracy": None}
+
+    rows = [
+        finished("resnet56-baseline", "baseline", 0.8844, 0.8836, 1.02, 832114, 1800),
+        {**finished("resnet56-trp1-nu", "TRP1+Nu", 0, 0, 1, 0, 0), "summary": None, "epochs_done": 20},
+        finished("resnet56-trp2-nu", "TRP2+Nu", 0.8580, 0.8571, 5.04, 124087, 7200),
+        finished("resnet56-baseline-retrained", "baseline", 0.8800, 0.8790, 1.02, 832114, 3600),
+    ]
+    beside = {row["run"]: row for row in gpu.beside_paper(rows)}
+    assert set(beside) == {"resnet56-baseline", "resnet56-trp2-nu", "resnet56-baseline-retrained"}  # finished only
+    trp2 = beside["resnet56-trp2-nu"]
+    assert trp2["paper"] == {"top1": 91.62, "speedup": 4.51, "change": pytest.approx(91.62 - 93.14)}
+    assert trp2["change"] == pytest.approx(85.71 - 88.44) and trp2["decomposed_top1"] == pytest.approx(85.71)
+    retrained = beside["resnet56-baseline-retrained"]  # a baseline: its dense net, against the first baseline
+    assert retrained["change"] == pytest.approx(-0.44) and retrained["decomposed_top1"] is None
+    assert (retrained["speedup"], retrained["params"]) == (1.0, 853018)
+    table = gpu.markdown(rows, [])
+    assert ("| resnet56-trp2-nu | ResNet-56 TRP2+Nu | 91.62 | 4.51x | -1.52 | 30-epoch one-cycle | 85.80 | 85.71 "
+            "| -2.73 | 5.04x | 124,087 | 2.00 |") in table
+
+
 def test_gpu_threads_must_be_positive(monkeypatch, capsys):
     gpu = load_benchmark("cifar10_gpu")
     monkeypatch.setattr(sys, "argv", ["cifar10_gpu.py", "train", "--threads", "0"])
