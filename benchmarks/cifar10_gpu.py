@@ -60,6 +60,7 @@ from results_markdown import replace_section
 
 from trp.criteria import EnergyCriterion
 from trp.data import load_dataset
+from trp.plots import plot_accuracy_vs_speedup
 from trp.train import TrainConfig, load_train_config
 from trp.train.run import FINETUNE_STATE, has_saved_state
 from trp.train.state import saved_epoch
@@ -93,13 +94,21 @@ RUNS = {
 }
 
 # The paper's CIFAR-10 results after its 164 epochs, per model: method -> (top-1 %, speed-up). ResNet-20
-# from its Table 1 (as report_cifar10.py has it), ResNet-56 as ../shared/TRP.md lists it.
+# from its Table 1 (as report_cifar10.py has it), ResNet-56 as ../shared/TRP.md lists it; Zhang et al.
+# and Jaderberg et al. decompose a normally trained net (channel-wise and spatial-wise).
 PAPER_RESULTS = {
     "ResNet-20": {"baseline": (PAPER_BASELINE, 1.0),
-                  **{TRAINED[method]: PAPER_TABLE[method] for method in ("trp1", "trp1-nu", "trp2", "trp2-nu")}},
+                  **{TRAINED[method]: PAPER_TABLE[method] for method in ("trp1", "trp1-nu", "trp2", "trp2-nu")},
+                  "Zhang et al.": PAPER_TABLE["basic-channel"], "Jaderberg et al.": PAPER_TABLE["basic-spatial"]},
     "ResNet-56": {"baseline": (93.14, 1.0), "TRP1": (92.77, 2.31), "TRP1+Nu": (91.85, 4.48),
-                  "TRP2": (92.63, 2.43), "TRP2+Nu": (91.62, 4.51)},
+                  "TRP2": (92.63, 2.43), "TRP2+Nu": (91.62, 4.51), "Zhang et al.": (91.56, 2.10),
+                  "Jaderberg et al.": (91.59, 2.10)},
 }
+
+# The paper's results that use each scheme (PAPER_RESULTS' methods), and the lowest change (points)
+# the sweep figures show: a sweep collapses to chance beyond its useful range.
+PAPER_BY_SCHEME = {"channel": ("TRP1", "TRP1+Nu", "Zhang et al."), "spatial": ("TRP2", "TRP2+Nu", "Jaderberg et al.")}
+CHANGE_FLOOR = -10.0
 
 
 def _command(name: str, data_root: Path, work: Path, device: str) -> list[str]:
@@ -294,29 +303,70 @@ def beside_paper(rows: list[dict]) -> list[dict]:
     return found
 
 
-def sweep_rows(rows: list[dict]) -> list[dict]:
-    """Per committed sweep: the most accurate point at or above its scheme's target speed-up
-    (an energy chosen on the test set), against the dense top-1 of the same model's first finished
-    baseline in ``rows`` (a baseline's own sweep against that baseline)."""
-    first_baselines = _first_baselines(rows)
-    own = {row["run"]: row["summary"]["dense"]["accuracy"] for row in rows if row["method"] == "baseline" and row["summary"]}
-    models = {row["run"]: row["model"] for row in rows}
+def _committed_sweeps() -> list[tuple[str, str, str, list[dict]]]:
+    """Each sweep committed in RESULTS: (its label, the run it swept, the scheme, its points)."""
     found = []
     for path in sorted((RESULTS / "sweeps").glob("*/sweep.json")):
         sweep_data = json.loads(path.read_text())
         label, scheme = path.parent.name, sweep_data["scheme"]
-        run = label.removesuffix(f"-{scheme}")
+        found.append((label, label.removesuffix(f"-{scheme}"), scheme, next(iter(sweep_data["models"].values()))["points"]))
+    return found
+
+
+def _sweep_references(rows: list[dict]) -> dict[str, float]:
+    """Per run of ``rows``: the dense top-1 (a fraction) its sweep is judged against, a baseline's
+    own (basic decomposes that very net), any other run's that of the same model's first finished
+    baseline; missing while there is none."""
+    first_baselines = _first_baselines(rows)
+    own = {row["run"]: row["summary"]["dense"]["accuracy"] for row in rows if row["method"] == "baseline" and row["summary"]}
+    references = {row["run"]: own.get(row["run"], first_baselines.get(row["model"])) for row in rows}
+    return {run: top1 for run, top1 in references.items() if top1 is not None}
+
+
+def sweep_rows(rows: list[dict]) -> list[dict]:
+    """Per committed sweep: the most accurate point at or above its scheme's target speed-up
+    (an energy chosen on the test set), against ``_sweep_references``."""
+    references = _sweep_references(rows)
+    found = []
+    for label, run, scheme, points in _committed_sweeps():
         points_below, speedup = TARGET_BY_SCHEME[scheme]
-        points = next(iter(sweep_data["models"].values()))["points"]
         fast = [point for point in points if point["conv_speedup"] >= speedup]
         best = max(fast, key=lambda point: point["accuracy"]) if fast else None
-        baseline = own.get(run, first_baselines.get(models.get(run)))
+        baseline = references.get(run)
         found.append({
             "sweep": label, "scheme": scheme, "min_speedup": speedup, "max_drop": points_below,
             "best": best and {"energy": best["criterion"]["pruned_energy"], "speedup": best["conv_speedup"], "accuracy": best["accuracy"]},
             "change": None if best is None or baseline is None else 100 * (best["accuracy"] - baseline),
         })
     return found
+
+
+def draw_sweeps_beside_paper(rows: list[dict]) -> list[Path]:
+    """Per model and scheme with a committed sweep of a run in ``rows``: each such sweep as its
+    change in points against ``_sweep_references`` over conv-MAC speed-up (the paper's Fig. 3, but
+    in points, since the baselines differ), beside the paper's results for that model and scheme
+    against its own baseline; written to RESULTS/MODEL-SCHEME.png. Returns the paths written."""
+    references, runs = _sweep_references(rows), {row["run"]: row for row in rows}
+    curves: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+    for _, run, scheme, points in _committed_sweeps():
+        if run in references:
+            row = runs[run]
+            name = f"{'basic' if row['method'] == 'baseline' else row['method']} ({run})"
+            curves.setdefault((row["model"], scheme), {})[name] = [
+                (point["conv_speedup"], 100 * (point["accuracy"] - references[run])) for point in points]
+    written = []
+    for (model, scheme), lines in sorted(curves.items()):
+        paper_results = PAPER_RESULTS[model]
+        paper_baseline = paper_results["baseline"][0]
+        paper = {f"paper {method}": [(paper_results[method][1], paper_results[method][0] - paper_baseline)]
+                 for method in PAPER_BY_SCHEME[scheme] if method in paper_results}
+        written.append(plot_accuracy_vs_speedup(
+            lines, RESULTS / f"{model.lower().replace('-', '')}-{scheme}.png",
+            f"{model}, CIFAR-10, {scheme} scheme, no fine-tuning: ours (30 epochs) and the paper's",
+            baseline=0.0, references=paper, floor=CHANGE_FLOOR, y_label="change against its own baseline (points)",
+            y_unit="points",
+        ))
+    return written
 
 
 def collect(work: Path) -> list[dict]:
@@ -397,7 +447,9 @@ def _session_text(session: dict) -> str:
     return head + f"{epochs}, {timing}"
 
 
-def markdown(rows: list[dict], sweeps: list[dict]) -> str:
+def markdown(rows: list[dict], sweeps: list[dict], figures: list[Path] = ()) -> str:
+    """The CIFAR10-GPU section of RESULTS.md: each run's progress, the finished ones beside the
+    paper (``beside_paper``), the ``sweep_rows`` and the ``figures`` of ``draw_sweeps_beside_paper``."""
     lines = [
         "## CIFAR-10 on a lent GPU (ResNet-56 on the 30-epoch schedule, ResNet-20 on the paper's 164 epochs)",
         "",
@@ -468,6 +520,14 @@ def markdown(rows: list[dict], sweeps: list[dict]) -> str:
                 f"| {row['sweep']} | {row['scheme']} | ≥ {row['min_speedup']}x | {point} "
                 f"| {_percent(best and best['accuracy'])} | {change} | ≥ -{row['max_drop']} |"
             )
+    if figures:
+        names = ", ".join(f"`results/cifar10-gpu/{path.name}`" for path in figures)
+        lines += [
+            "",
+            f"The same sweeps over speed-up, each as its change against the baseline it is judged by, beside the "
+            f"paper's results for the model and scheme against the paper's baseline (the paper gives points, not "
+            f"curves, for ResNet-56): {names}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -492,7 +552,7 @@ def main() -> None:
         sweeps = sweep_rows(rows)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "progress.json").write_text(json.dumps({"runs": rows, "sweeps": sweeps}, indent=2) + "\n")
-        section = markdown(rows, sweeps)
+        section = markdown(rows, sweeps, draw_sweeps_beside_paper(rows))
         replace_section("CIFAR10-GPU", section)
         print(section)
 

@@ -804,6 +804,35 @@ def test_gpu_beside_paper_judges_every_run_against_the_models_first_baseline():
             "| -2.73 | 5.04x | 124,087 | 2.00 |") in table
 
 
+def test_gpu_sweep_figures_put_each_sweep_against_its_baseline_beside_the_papers_points(tmp_path, monkeypatch):
+    gpu = load_benchmark("cifar10_gpu")
+    monkeypatch.setattr(gpu, "RESULTS", tmp_path)
+    drawn = {}
+
+    def plot(curves, path, *args, references, **kwargs):
+        drawn[Path(path).name] = curves, references
+        return Path(path)
+
+    monkeypatch.setattr(gpu, "plot_accuracy_vs_speedup", plot)
+    for label, scheme, accuracy in (("resnet56-trp2-nu-spatial", "spatial", 0.85), ("resnet56-baseline-spatial", "spatial", 0.80),
+                                    ("resnet56-trp1-nu-channel", "channel", 0.86)):
+        (tmp_path / "sweeps" / label).mkdir(parents=True)
+        points = [{"criterion": {"kind": "energy", "pruned_energy": 0.01}, "conv_speedup": 5.0, "accuracy": accuracy}]
+        (tmp_path / "sweeps" / label / "sweep.json").write_text(json.dumps({"scheme": scheme, "models": {label: {"points": points}}}))
+    rows = [
+        {"run": "resnet56-baseline", "model": "ResNet-56", "method": "baseline", "summary": {"dense": {"accuracy": 0.88}}},
+        {"run": "resnet56-trp2-nu", "model": "ResNet-56", "method": "TRP2+Nu", "summary": None},
+        {"run": "resnet56-baseline-retrained", "model": "ResNet-56", "method": "baseline", "summary": {"dense": {"accuracy": 0.90}}},
+    ]  # resnet56-trp1-nu is not in rows: no baseline to judge its sweep by, so no channel figure
+    assert gpu.draw_sweeps_beside_paper(rows) == [tmp_path / "resnet56-spatial.png"]
+    curves, paper = drawn["resnet56-spatial.png"]
+    assert curves.keys() == {"TRP2+Nu (resnet56-trp2-nu)", "basic (resnet56-baseline)"}
+    assert curves["TRP2+Nu (resnet56-trp2-nu)"] == [(5.0, pytest.approx(-3.0))]  # against the first baseline
+    assert curves["basic (resnet56-baseline)"] == [(5.0, pytest.approx(-8.0))]
+    assert paper == {"paper TRP2": [(2.43, pytest.approx(-0.51))], "paper TRP2+Nu": [(4.51, pytest.approx(-1.52))],
+                     "paper Jaderberg et al.": [(2.10, pytest.approx(-1.55))]}
+
+
 def test_gpu_threads_must_be_positive(monkeypatch, capsys):
     gpu = load_benchmark("cifar10_gpu")
     monkeypatch.setattr(sys, "argv", ["cifar10_gpu.py", "train", "--threads", "0"])
