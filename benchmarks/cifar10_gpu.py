@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,12 +349,14 @@ def draw_sweeps_beside_paper(rows: list[dict]) -> list[Path]:
     against its own baseline; written to RESULTS/MODEL-SCHEME.png. Returns the paths written."""
     references, runs = _sweep_references(rows), {row["run"]: row for row in rows}
     curves: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+    schedules: dict[tuple[str, str], set[str]] = {}
     for _, run, scheme, points in _committed_sweeps():
         if run in references:
             row = runs[run]
             name = f"{'basic' if row['method'] == 'baseline' else row['method']} ({run})"
             curves.setdefault((row["model"], scheme), {})[name] = [
                 (point["conv_speedup"], 100 * (point["accuracy"] - references[run])) for point in points]
+            schedules.setdefault((row["model"], scheme), set()).add(row["schedule"])
     written = []
     for (model, scheme), lines in sorted(curves.items()):
         paper_results = PAPER_RESULTS[model]
@@ -362,7 +365,8 @@ def draw_sweeps_beside_paper(rows: list[dict]) -> list[Path]:
                  for method in PAPER_BY_SCHEME[scheme] if method in paper_results}
         written.append(plot_accuracy_vs_speedup(
             lines, RESULTS / f"{model.lower().replace('-', '')}-{scheme}.png",
-            f"{model}, CIFAR-10, {scheme} scheme, no fine-tuning: ours (30 epochs) and the paper's",
+            f"{model}, CIFAR-10, {scheme} scheme, no fine-tuning: ours ({'; '.join(sorted(schedules[model, scheme]))}) "
+            "and the paper's",
             baseline=0.0, references=paper, floor=CHANGE_FLOOR, y_label="change against its own baseline (points)",
             y_unit="points",
         ))
@@ -447,7 +451,7 @@ def _session_text(session: dict) -> str:
     return head + f"{epochs}, {timing}"
 
 
-def markdown(rows: list[dict], sweeps: list[dict], figures: list[Path] = ()) -> str:
+def markdown(rows: list[dict], sweeps: list[dict], figures: Sequence[Path] = ()) -> str:
     """The CIFAR10-GPU section of RESULTS.md: each run's progress, the finished ones beside the
     paper (``beside_paper``), the ``sweep_rows`` and the ``figures`` of ``draw_sweeps_beside_paper``."""
     lines = [

@@ -819,11 +819,11 @@ def test_gpu_sweep_figures_put_each_sweep_against_its_baseline_beside_the_papers
         (tmp_path / "sweeps" / label).mkdir(parents=True)
         points = [{"criterion": {"kind": "energy", "pruned_energy": 0.01}, "conv_speedup": 5.0, "accuracy": accuracy}]
         (tmp_path / "sweeps" / label / "sweep.json").write_text(json.dumps({"scheme": scheme, "models": {label: {"points": points}}}))
-    rows = [
-        {"run": "resnet56-baseline", "model": "ResNet-56", "method": "baseline", "summary": {"dense": {"accuracy": 0.88}}},
-        {"run": "resnet56-trp2-nu", "model": "ResNet-56", "method": "TRP2+Nu", "summary": None},
-        {"run": "resnet56-baseline-retrained", "model": "ResNet-56", "method": "baseline", "summary": {"dense": {"accuracy": 0.90}}},
-    ]  # resnet56-trp1-nu is not in rows: no baseline to judge its sweep by, so no channel figure
+    rows = [{"run": run, "model": "ResNet-56", "method": method, "schedule": gpu.SHORT, "summary": summary} for run, method, summary in (
+        ("resnet56-baseline", "baseline", {"dense": {"accuracy": 0.88}}),
+        ("resnet56-trp2-nu", "TRP2+Nu", None),
+        ("resnet56-baseline-retrained", "baseline", {"dense": {"accuracy": 0.90}}),
+    )]  # resnet56-trp1-nu is not in rows: no baseline to judge its sweep by, so no channel figure
     assert gpu.draw_sweeps_beside_paper(rows) == [tmp_path / "resnet56-spatial.png"]
     curves, paper = drawn["resnet56-spatial.png"]
     assert curves.keys() == {"TRP2+Nu (resnet56-trp2-nu)", "basic (resnet56-baseline)"}
