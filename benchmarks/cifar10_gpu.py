@@ -281,8 +281,8 @@ def _first_baselines(rows: list[dict]) -> dict[str, float]:
 def beside_paper(rows: list[dict]) -> list[dict]:
     """Each finished run of ``rows`` beside the paper's result for its model and method (None where
     the paper has none): top-1 in % (a baseline's dense, any other run's decomposed with no
-    fine-tuning), its change in points against the model's first baseline (the paper's against its
-    own), conv-MAC speed-up, parameters, and training hours summed over the run's sessions."""
+    fine-tuning), its change in points against the model's first baseline (None before one has
+    finished; the paper's against its own), conv-MAC speed-up, parameters, and training hours summed over the run's sessions."""
     first_baselines = _first_baselines(rows)
     found = []
     for row in rows:
@@ -297,7 +297,7 @@ def beside_paper(rows: list[dict]) -> list[dict]:
             "run": row["run"], "model": row["model"], "method": row["method"], "schedule": row["schedule"],
             "paper": paper and {"top1": paper[0], "speedup": paper[1], "change": paper[0] - paper_results["baseline"][0]},
             "dense_top1": 100 * summary["dense"]["accuracy"], "decomposed_top1": None if is_baseline else 100 * net["accuracy"],
-            "change": 100 * (net["accuracy"] - first_baselines[row["model"]]),
+            "change": None if row["model"] not in first_baselines else 100 * (net["accuracy"] - first_baselines[row["model"]]),
             "speedup": 1.0 if is_baseline else net["conv_speedup"], "params": net["params"],
             "training_hours": summary["training_seconds"] / 3600,
         })
@@ -500,9 +500,10 @@ def markdown(rows: list[dict], sweeps: list[dict], figures: Sequence[Path] = ())
             paper = row["paper"]
             paper_cells = (f"{paper['top1']:.2f} | {paper['speedup']:.2f}x | {paper['change']:+.2f}" if paper else " |  | ")
             decomposed = "" if row["decomposed_top1"] is None else f"{row['decomposed_top1']:.2f}"
+            change = "no baseline yet" if row["change"] is None else f"{row['change']:+.2f}"
             lines.append(
                 f"| {row['run']} | {row['model']} {row['method']} | {paper_cells} | {row['schedule']} "
-                f"| {row['dense_top1']:.2f} | {decomposed} | {row['change']:+.2f} | {row['speedup']:.2f}x "
+                f"| {row['dense_top1']:.2f} | {decomposed} | {change} | {row['speedup']:.2f}x "
                 f"| {row['params']:,} | {row['training_hours']:.2f} |"
             )
     if sweeps:

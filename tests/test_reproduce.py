@@ -802,6 +802,9 @@ def test_gpu_beside_paper_judges_every_run_against_the_models_first_baseline():
     table = gpu.markdown(rows, [])
     assert ("| resnet56-trp2-nu | ResNet-56 TRP2+Nu | 91.62 | 4.51x | -1.52 | 30-epoch one-cycle | 85.80 | 85.71 "
             "| -2.73 | 5.04x | 124,087 | 2.00 |") in table
+    # a TRP run that finishes before any baseline of its model: no change to give yet
+    alone = [finished("resnet56-trp2-nu", "TRP2+Nu", 0.8580, 0.8571, 5.04, 124087, 7200)]
+    assert gpu.beside_paper(alone)[0]["change"] is None and "| 85.71 | no baseline yet | 5.04x |" in gpu.markdown(alone, [])
 
 
 def test_gpu_sweep_figures_put_each_sweep_against_its_baseline_beside_the_papers_points(tmp_path, monkeypatch):
