@@ -452,10 +452,11 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
     report = load_benchmark("report_cifar10")
     assert report.PAPER_SCHEDULE_SCHEMES == {"trp2-nu-paper": "spatial", "trp2-nu-e0.01-paper": "spatial",
                                              "trp1-nu-paper": "channel", "trp2-nu-cap2.84-paper": "spatial",
-                                             "trp1-nu-cap2.2-paper": "channel"}
+                                             "trp1-nu-cap2.2-paper": "channel", "trp2-cap2.84-paper": "spatial"}
     labels = [report.paper_schedule_label(run) for run in report.PAPER_SCHEDULE_SCHEMES]
     assert labels == ["TRP2+Nu, e = 0.02", "TRP2+Nu, e = 0.01", "TRP1+Nu, e = 0.02",  # distinct: they name the curves
-                      "TRP2+Nu, e = 0.02, capped at 2.84x", "TRP1+Nu, e = 0.02, capped at 2.2x"]
+                      "TRP2+Nu, e = 0.02, capped at 2.84x", "TRP1+Nu, e = 0.02, capped at 2.2x",
+                      "TRP2, e = 0.02, capped at 2.84x"]
     root, markdown = tmp_path / "cifar10", tmp_path / "RESULTS.md"
     ranks = {name: 4 for name, module in report.create_model("resnet20").named_modules()
              if isinstance(module, torch.nn.Conv2d)}
@@ -470,12 +471,12 @@ def test_report_follows_the_paper_schedule_runs_epoch_by_epoch_and_judges_them_w
     write(root / "trp1-nu-paper" / "metrics.jsonl", epochs([0.40]))
     report.write_report(report.Results(root), markdown)
     text = markdown.read_text()
-    assert ("`configs/cifar10/resnet20-{baseline,trp1-nu,trp2-nu}.toml`" in text
+    assert ("`configs/cifar10/resnet20-{baseline,trp1-nu,trp2,trp2-nu}.toml`" in text
             and "`trp2-nu-e0.01-paper` sets `decompose.criterion=energy:0.01`" in text
             and "`trp2-nu-cap2.84-paper` sets `trp.max_speedup=2.84` and `trp.max_speedup_tolerance=0.02`" in text)
     assert ("Trained so far: the baseline 3 of 164 epochs; TRP2+Nu, e = 0.02: 2; TRP2+Nu, e = 0.01: not started; "
             "TRP1+Nu, e = 0.02: 1; TRP2+Nu, e = 0.02, capped at 2.84x: not started; TRP1+Nu, e = 0.02, capped at 2.2x: "
-            "not started.") in text
+            "not started; TRP2, e = 0.02, capped at 2.84x: not started.") in text
     assert "#### TRP2+Nu, e = 0.02 (spatial scheme, m = 20, lambda = 0.0003)" in text
     assert "#### TRP1+Nu, e = 0.02 (channel scheme, m = 20, lambda = 0.0003)" in text and "#### TRP2+Nu, e = 0.01" not in text
     assert (f"| 2 | 0.1 | 65.00 | 60.00 | 63.00 | 58.00 | -2.00 | -3.50 | 76 | "  # -3.50: the mean of -5 and -2
@@ -707,7 +708,8 @@ def test_report_sets_the_paper_schedule_runs_beside_the_papers_table_1(tmp_path)
             "| basic (no fine-tune), e = 0.05 | spatial | 89.49 | 1.66x | -2.25 | 91.00 | 88.00 | -3.00 | 2.00x | 100,000 |  |\n"
             "| TRP2+Nu, e = 0.02 | spatial | 90.62 | 2.84x | -1.12 | 90.00 | 90.10 | -0.90 | 2.75x | 120,000 | 2.00 |\n"
             "| TRP2+Nu, e = 0.01 | spatial |  |  |  | not finished | | | | | |\n"  # not the paper's config
-            "| TRP2+Nu, e = 0.02, capped at 2.84x | spatial |  |  |  | not finished | | | | | |\n") in table
+            "| TRP2+Nu, e = 0.02, capped at 2.84x | spatial |  |  |  | not finished | | | | | |\n"
+            "| TRP2, e = 0.02, capped at 2.84x | spatial |  |  |  | not finished | | | | | |\n") in table
 
 
 def test_paper_schedule_runs_are_swept_the_baseline_with_both_schemes_trp_with_its_own(tmp_path, monkeypatch):
@@ -724,6 +726,7 @@ def test_paper_schedule_runs_are_swept_the_baseline_with_both_schemes_trp_with_i
         ("trp1-nu-paper", "trp1-nu-paper", "channel", energies, "trp1-nu-paper", "resnet20"),
         ("trp2-nu-cap2.84-paper", "trp2-nu-cap2.84-paper", "spatial", energies, "trp2-nu-cap2.84-paper", "resnet20"),
         ("trp1-nu-cap2.2-paper", "trp1-nu-cap2.2-paper", "channel", energies, "trp1-nu-cap2.2-paper", "resnet20"),
+        ("trp2-cap2.84-paper", "trp2-cap2.84-paper", "spatial", energies, "trp2-cap2.84-paper", "resnet20"),
     ]
 
 
