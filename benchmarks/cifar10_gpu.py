@@ -512,7 +512,8 @@ def markdown(rows: list[dict], sweeps: list[dict], figures: Sequence[Path] = ())
             "Swept with no fine-tuning by `python benchmarks/cifar10_gpu.py sweep` (each finished run's dense net "
             "decomposed at every energy of `reproduce_cifar10.py`; a baseline with both schemes, \"basic\"): the "
             "most accurate point at or above the target's speed-up for the scheme (an energy chosen on the test "
-            "set), against the dense top-1 of the same model's baseline. Curves: `results/cifar10-gpu/sweeps/*/accuracy_vs_speedup.png`.",
+            "set), against the dense top-1 of the baseline it is judged by (a baseline's own for its sweeps, the model's "
+            "first finished baseline for any other run's). Curves: `results/cifar10-gpu/sweeps/*/accuracy_vs_speedup.png`.",
             "",
             "| sweep | scheme | needed | most accurate point there (e, speed-up) | top-1 | change | allowed |",
             "|---|---|---|---|---|---|---|",
