@@ -282,7 +282,8 @@ def beside_paper(rows: list[dict]) -> list[dict]:
     """Each finished run of ``rows`` beside the paper's result for its model and method (None where
     the paper has none): top-1 in % (a baseline's dense, any other run's decomposed with no
     fine-tuning), its change in points against the model's first baseline (None before one has
-    finished; the paper's against its own), conv-MAC speed-up, parameters, and training hours summed over the run's sessions."""
+    finished; the paper's against its own), conv-MAC speed-up, parameters, and training hours
+    summed over the run's sessions."""
     first_baselines = _first_baselines(rows)
     found = []
     for row in rows:

@@ -16,8 +16,8 @@ better settings (the last TRP-train our trained baseline for 10 epochs, as the p
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
 again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, and with another seed, ``SEED_RUNS``;
-the baseline, TRP2+Nu (also at e = 0.01, and both TRP+Nu capped at the speed-ups the targets ask for)
-and TRP1+Nu, and TRP2 capped at 2.84x, on the paper's own 164-epoch schedule from
+the baseline, TRP2+Nu (also at e = 0.01) and TRP1+Nu, both TRP+Nu again capped at the speed-ups the
+targets ask for, and TRP2 capped at 2.84x, on the paper's own 164-epoch schedule from
 resnet20-{baseline,trp2-nu,trp1-nu,trp2}.toml, ``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores;
 the ranks that TRP2+Nu (e = 0.01) and TRP1+Nu ended with, trained from scratch with no TRP on the
 baseline's config, ``FACTORIZED_RUNS``, their plans written from the committed summaries; and the
