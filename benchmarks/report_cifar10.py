@@ -159,6 +159,14 @@ SCHEDULE_LENGTH_RUNS = {
 # How far apart are two trainings that differ only in the seed (initialization, data order and
 # augmentation)? The baseline and the nearest miss again with other seeds: run -> (config's method, seed).
 SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "trp2-nu-e0.01") for seed in (1,)}
+
+
+def _capped_at(speedup: float) -> tuple[str, str]:
+    """The overrides that cap a run's projections at ``speedup`` (x, conv MACs), with the tolerance
+    the first capped runs were trained with."""
+    return f"trp.max_speedup={speedup:g}", "trp.max_speedup_tolerance=0.02"
+
+
 # Does the paper's own schedule close the gap? The baseline, TRP2+Nu and TRP1+Nu from the paper's
 # configs (164 epochs, lr / 10 after epochs 82 and 122, weight decay 1e-4; channels_last, added when
 # they train, only speeds up the CPU), unchanged but for TRP2+Nu again at the energy of the 30-epoch
@@ -172,9 +180,9 @@ PAPER_SCHEDULE_RUNS = {
     "trp2-nu-paper": ("trp2-nu", ()),
     "trp2-nu-e0.01-paper": ("trp2-nu", ("decompose.criterion=energy:0.01",)),
     "trp1-nu-paper": ("trp1-nu", ()),
-    "trp2-nu-cap2.84-paper": ("trp2-nu", ("trp.max_speedup=2.84", "trp.max_speedup_tolerance=0.02")),
-    "trp1-nu-cap2.2-paper": ("trp1-nu", ("trp.max_speedup=2.2", "trp.max_speedup_tolerance=0.02")),
-    "trp2-cap2.84-paper": ("trp2", ("trp.max_speedup=2.84", "trp.max_speedup_tolerance=0.02")),
+    "trp2-nu-cap2.84-paper": ("trp2-nu", _capped_at(2.84)),
+    "trp1-nu-cap2.2-paper": ("trp1-nu", _capped_at(2.2)),
+    "trp2-cap2.84-paper": ("trp2", _capped_at(2.84)),
 }
 PAPER_SCHEDULE_BASELINE = "baseline-paper"
 # Is it TRP's training or the architecture it finds? The ranks a TRP+Nu run ended with, trained from
