@@ -20,7 +20,8 @@ the baseline, TRP2+Nu (also at e = 0.01) and TRP1+Nu, both TRP+Nu again capped a
 targets ask for, and TRP2 capped at 2.84x, on the paper's own 164-epoch schedule from
 resnet20-{baseline,trp2-nu,trp1-nu,trp2}.toml, ``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores;
 the ranks that TRP2+Nu (e = 0.01) and TRP1+Nu ended with, trained from scratch with no TRP on the
-baseline's config, ``FACTORIZED_RUNS``, their plans written from the committed summaries; and the
+baseline's config, and those of the 164-epoch TRP2+Nu capped at 2.84x on the paper's baseline config,
+``FACTORIZED_RUNS``, their plans written from the committed summaries; and the
 first one's conv MACs with every layer at one fraction of its full rank, trained so too,
 ``UNIFORM_RUNS``),
 sweeps each trained net over energy criteria with no fine-tuning ("basic" = the baseline decomposed
@@ -57,7 +58,8 @@ from trp.train.sweep import run_sweep
 from report_cifar10 import (AUTHORS_CODE_RUNS, CAP_RUNS, CALIBRATION_IMAGES, DATA_FIT, DENSE_STEM_RUNS, FACTORIZED_RUNS, LAYER,
                             UNIFORM_RUNS,
                             PAPER_SCHEDULE_RUNS, PAPER_SCHEDULE_SWEEPS, PERIOD_RUNS, RESULTS, SCHEDULE_LENGTH_RUNS,
-                            SEED_RUNS, TRP_FROM_BASELINE, config_path, uniform_plan, variant_of, write_report)
+                            SEED_RUNS, TRP_FROM_BASELINE, config_path, on_paper_schedule, uniform_plan, variant_of,
+                            write_report)
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -127,12 +129,12 @@ def runs_of(method: str) -> list[tuple[str, list[str]]]:
 def config_of(method: str) -> tuple[Path, list[str]]:
     """The committed config a method trains from, and its overrides (a SCHEDULE_LENGTH_RUNS or
     SEED_RUNS method trains its source method's config for other epochs or with another seed; a
-    PAPER_SCHEDULE_RUNS method trains the paper's config, in channels_last for speed)."""
-    if method in PAPER_SCHEDULE_RUNS:
-        source, overrides = PAPER_SCHEDULE_RUNS[method]
+    PAPER_SCHEDULE_RUNS method, and a FACTORIZED_RUNS one at such a run's ranks, trains the paper's
+    config, in channels_last for speed)."""
+    source, overrides = PAPER_SCHEDULE_RUNS[method] if method in PAPER_SCHEDULE_RUNS else variant_of(method)
+    if on_paper_schedule(method):
         return config_path(source, paper_schedule=True), [*overrides, "run.channels_last=true"]
-    source, overrides = variant_of(method)
-    return config_path(source), overrides
+    return config_path(source), list(overrides)
 
 
 def train_method(method: str, data_root: Path, work: Path) -> None:

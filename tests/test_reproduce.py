@@ -354,13 +354,15 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
 
 
 def test_factorized_runs_train_the_baseline_config_at_their_trp_runs_ranks(tmp_path):
-    """A FACTORIZED_RUNS run is the baseline's config (the TRP run's schedule) with only the
-    scheme changed, and its plan holds exactly the TRP run's final ranks, by its scheme."""
+    """A FACTORIZED_RUNS run is the config of the baseline on its TRP run's schedule (the 30-epoch
+    one, or the paper's for a 164-epoch TRP run) with only the scheme changed, and its plan holds
+    exactly the TRP run's final ranks, by its scheme."""
     script, report = load_script(), load_benchmark("report_cifar10")
-    baseline = report._config("baseline").to_dict()
-    baseline["decompose"].pop("scheme")
+    assert {report.baseline_of(method) for method in report.PLANNED_RUNS} == {"baseline", report.PAPER_SCHEDULE_BASELINE}
     for method, source in report.PLANNED_RUNS.items():
-        varied, trp = load_train_config(*script.config_of(method)).to_dict(), report._config(source)
+        baseline = load_train_config(*script.config_of(report.baseline_of(method))).to_dict()
+        baseline["decompose"].pop("scheme")
+        varied, trp = load_train_config(*script.config_of(method)).to_dict(), report.trp_config(source)
         assert varied["decompose"].pop("scheme") == trp.decompose.scheme
         assert varied == baseline and varied["optim"] == trp.to_dict()["optim"], method
         summary = json.loads((report.RESULTS / source / "summary.json").read_text())
