@@ -22,6 +22,11 @@ def test_none_options_fall_back_to_defaults():
     assert create_model("resnet20", num_classes=None).fc.out_features == 10
 
 
+def test_an_option_the_model_does_not_take_names_the_ones_it_does():
+    with pytest.raises(ValueError, match=r"no option 'width'; its options are: num_classes, shortcut, in_channels"):
+        create_model("resnet20", width=2)
+
+
 def test_cifar_parameter_count_matches_the_paper():
     # He et al. 2016, Table 6: ResNet-20 has 0.27 M parameters, ResNet-56 0.85 M.
     params = {name: sum(p.numel() for p in create_model(name).parameters()) for name in ("resnet20", "resnet56")}

@@ -77,8 +77,9 @@ def test_shared_archive_checksum_matches():
 
 
 def fake_summary(dense: float, decomposed: float, speedup: float, seconds: float = 3600.0, finetuned: float | None = None,
-                 epochs: int = 30, scheme: str = "spatial", seed: int = 0) -> dict:
-    config = {"optim": {"epochs": epochs, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "onecycle", "lr": 0.1,
+                 epochs: int = 30, scheme: str = "spatial", seed: int = 0, shortcut: str = "") -> dict:
+    config = {"model": {"name": "resnet20", "options": {"shortcut": shortcut} if shortcut else {}},
+              "optim": {"epochs": epochs, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "onecycle", "lr": 0.1,
                         "warmup_epochs": 1.0},
               "data": {"batch_size": 128, "crop_padding": 4}, "finetune": {"epochs": 2}, "decompose": {"scheme": scheme},
               "run": {"seed": seed}}
@@ -302,6 +303,29 @@ def test_report_gives_the_seed_spread_and_judges_each_seed_against_the_baseline_
     assert ("- TRP2+Nu, e = 0.01 with seed 1: -0.70 points at 2.81x against the baseline with seed 1; the target "
             "(at most 1.1 below at >= 2.8x) is met.") in text
     assert "with seed 0" not in text  # the main run is judged under "Targets"
+
+
+def test_report_judges_option_b_shortcuts_against_the_option_b_baseline_of_the_same_length(tmp_path):
+    report = load_benchmark("report_cifar10")
+    assert report.variant_of("trp2-nu-e0.01-shortcut-b-15ep") == (
+        "trp2-nu-e0.01", ["optim.epochs=15", 'model.options={shortcut = "B"}'])
+    root = tmp_path / "cifar10"
+    write(root / "baseline" / "summary.json", fake_summary(0.8700, 0.8600, 1.1))
+    write(root / "baseline-15ep" / "summary.json", fake_summary(0.8400, 0.8300, 1.1, epochs=15))
+    write(root / "baseline-shortcut-b-15ep" / "summary.json", fake_summary(0.8500, 0.8400, 1.1, epochs=15, shortcut="B"))
+    write(root / "trp2-nu-e0.01-shortcut-b-15ep" / "summary.json",
+          fake_summary(0.8420, 0.8420, 2.85, epochs=15, shortcut="B"))
+    markdown = tmp_path / "RESULTS.md"
+
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "| baseline | B, 15 epochs |  | 85.00 |  | 1.00x | +0.00 | 1.00 |" in text
+    assert "| TRP2+Nu, e = 0.01 | A, 15 epochs | not finished | | | | | |" in text
+    assert "| TRP2+Nu, e = 0.01 | B, 15 epochs |  | 84.20 | 84.20 | 2.85x | -0.80 | 1.00 |" in text
+    assert ("- TRP2+Nu, e = 0.01 with shortcut B, 15 epochs: -0.80 points at 2.85x against the baseline with "
+            "shortcut B, 15 epochs; the target (at most 1.1 below at >= 2.8x) is met.") in text
+    # on the trade-off front as a net of its own, named by its shortcut
+    assert "| TRP2+Nu, e = 0.01 | its own decomposition | 15 epochs, onecycle, shortcut B |" in text
 
 
 def test_report_of_nothing_yet_lists_every_run_as_not_finished(tmp_path):

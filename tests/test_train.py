@@ -187,6 +187,10 @@ def test_overrides_are_typed(tmp_path):
         (["model.plan=plan.json", "trp.enabled=true"], "model.plan trains a factorized net"),
         (["model.plan=plan.json", "decompose.target_speedup=2"], "leave decompose.target_speedup"),
         (["decompose.fit_on_data=64", "decompose.scheme=spatial"], "needs decompose.scheme = 'channel'"),
+        (['model.options={width = 2}'], r"model.options: model 'resnet20' has no option 'width'"),
+        (['model.options={num_classes = 5}'], "set model.num_classes instead"),
+        (['model.options={in_channels = 1}'], "the dataset's images set it"),
+        (['model.options="B"'], "model.options must be a dict"),
     ],
 )
 def test_bad_options_get_clear_errors(overrides, message):
@@ -265,6 +269,18 @@ def test_bf16_and_channels_last_run(tiny_folder, tmp_path):
     overrides = tiny_overrides(tiny_folder, tmp_path / "bf16", **{"optim.epochs": 1, "run.bf16": True, "run.channels_last": True})
     summary = run_training(load_train_config(None, overrides))
     assert 0.0 <= summary["decomposed"]["accuracy"] <= 1.0
+
+
+def test_model_options_build_the_net_and_travel_with_its_checkpoints(tiny_folder, tmp_path, capsys):
+    overrides = tiny_overrides(tiny_folder, tmp_path / "b", **{"optim.epochs": 1})
+    summary = run_training(load_train_config(None, overrides + ['model.options={shortcut = "B"}']))
+    dense = read_checkpoint(tmp_path / "b" / "dense.pt")
+    assert dense.model["kwargs"]["shortcut"] == "B"
+    assert "layer2.0.shortcut.0.weight" in dense.state_dict  # the 1x1 conv that option B adds
+    assert "layer2.0.shortcut.0" in summary["ranks"]  # decomposed like every other conv
+    assert "layer2.0.shortcut.0" in [entry.name for entry in read_checkpoint(tmp_path / "b" / "decomposed.pt").plan.layers]
+    assert main(["macs", "--checkpoint", str(tmp_path / "b" / "decomposed.pt")]) == 0  # rebuilt with option B
+    assert "layer2.0.shortcut.0" in capsys.readouterr().out
 
 
 def test_quickstart_end_to_end(tmp_path, capsys):

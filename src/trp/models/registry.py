@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-__all__ = ["ModelSpec", "register_model", "create_model", "get_model_spec", "list_models"]
+__all__ = ["ModelSpec", "register_model", "create_model", "get_model_spec", "list_models", "model_options", "check_model_options"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,27 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_options(name: str) -> list[str]:
+    """The keyword options the registered model ``name`` is built with, e.g. ``num_classes``
+    and ``shortcut`` for ``"resnet20"``."""
+    return list(inspect.signature(get_model_spec(name).builder).parameters)
+
+
+def check_model_options(name: str, options: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming any of ``options`` that model ``name`` does not take (a
+    builder with ``**kwargs`` takes any)."""
+    parameters = inspect.signature(get_model_spec(name).builder).parameters.values()
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return
+    unknown = sorted(set(options) - set(model_options(name)))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"its options are: {', '.join(model_options(name)) or 'none'}.")
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; keyword arguments that are ``None`` are dropped, so CLI
-    options can default to ``None`` and leave the model's own defaults in place."""
-    spec = get_model_spec(name)
-    return spec.builder(**{key: value for key, value in kwargs.items() if value is not None})
+    options can default to ``None`` and leave the model's own defaults in place. An option
+    the model does not take raises ``ValueError`` naming the ones it does."""
+    check_model_options(name, kwargs)
+    return get_model_spec(name).builder(**{key: value for key, value in kwargs.items() if value is not None})

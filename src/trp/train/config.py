@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import DecomposeConfig
 from ..data import list_datasets
-from ..models import get_model_spec
+from ..models import check_model_options, get_model_spec
 from ..criteria import parse_criterion
 from ..rank_training import TRPConfig
 from ..target import ALLOCATE, FAMILIES
@@ -40,12 +40,15 @@ class ModelSection:
     planned rank before training. This trains the architecture a TRP run found with no TRP
     (the "from scratch" control of pruning studies). After training the factors are
     multiplied back, so the net is saved and swept like any other, and it is decomposed at
-    the plan (:mod:`trp.train.planned`)."""
+    the plan (:mod:`trp.train.planned`). ``options``: passed to the model's constructor,
+    e.g. ``{shortcut = "B"}`` for a CIFAR ResNet with 1x1-conv shortcuts where the shape
+    changes (``trp.models.model_options`` lists a model's)."""
 
     name: str = "resnet20"
     num_classes: int = 0
     checkpoint: str = ""
     plan: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,6 +177,7 @@ class TrainConfig:
         if self.finetune.epochs < 0 or self.run.stop_after_epochs < 0 or self.data.crop_padding < 0:
             raise ValueError("finetune.epochs, run.stop_after_epochs and data.crop_padding must be >= 0.")
         get_model_spec(self.model.name)
+        self._check_model_options()
         if self.data.dataset not in list_datasets():
             raise ValueError(f"unknown dataset {self.data.dataset!r}; registered datasets: {', '.join(list_datasets())}.")
         self.decompose_config()
@@ -231,6 +235,16 @@ class TrainConfig:
                 "decompose.allocate_ranks = true."
             )
         return family
+
+    def _check_model_options(self) -> None:
+        """``model.options`` must be options of the model, and not the two a run sets itself."""
+        set_by_run = {"num_classes": "set model.num_classes instead", "in_channels": "the dataset's images set it"}
+        for key in sorted(set(self.model.options) & set(set_by_run)):
+            raise ValueError(f"model.options.{key} cannot be set: {set_by_run[key]}.")
+        try:
+            check_model_options(self.model.name, self.model.options)
+        except ValueError as error:
+            raise ValueError(f"model.options: {error}") from None
 
     def trp_config(self) -> TRPConfig:
         return TRPConfig(

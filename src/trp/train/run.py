@@ -100,8 +100,10 @@ def load_run_data(config: TrainConfig, runtime: Runtime) -> ImageDataset:
     return dataset
 
 
-def _model_kwargs(config: TrainConfig, dataset: ImageDataset) -> dict[str, int]:
-    return {"num_classes": config.model.num_classes or dataset.num_classes, "in_channels": dataset.input_size[0]}
+def _model_kwargs(config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
+    """The model's constructor options: ``model.options``, the classes and the input channels."""
+    return {**config.model.options, "num_classes": config.model.num_classes or dataset.num_classes,
+            "in_channels": dataset.input_size[0]}
 
 
 def _build_model(config: TrainConfig, dataset: ImageDataset, runtime: Runtime, plan: RankPlan | None) -> nn.Module:
