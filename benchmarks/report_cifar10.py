@@ -848,7 +848,7 @@ def tradeoffs(results: Results, scheme: str) -> list[TradeOff]:
                     accuracy, speedup, _ = _judged(summary, source)
                     points.append(TradeOff(speedup, accuracy - reference, accuracy, TRAINED[source],
                                            "its own decomposition", _schedule(summary["config"]),
-                                           authors_count_speedup(summary["ranks"], scheme)))
+                                           authors_count_speedup(summary["ranks"], scheme, _shortcut(summary["config"]))))
     return list(dict.fromkeys(points))  # a run two variations show (a 15-epoch one) counts once
 
 
@@ -1165,19 +1165,21 @@ def authors_count_layers(model: nn.Module) -> set[str]:
 
 
 @functools.cache
-def _dense_conv_macs() -> dict[str, int]:
-    """Each conv of our dense ResNet-20 (32x32 input): its MACs, by name (read once; callers only read it)."""
-    return {layer.name: layer.macs for layer in count_macs(create_model("resnet20"), torch.zeros(1, 3, 32, 32)).layers
-            if layer.kind == "conv"}
+def _dense_conv_macs(shortcut: str = "A") -> dict[str, int]:
+    """Each conv of our dense ResNet-20 (32x32 input) with ``shortcut`` option A or B: its MACs,
+    by name (read once; callers only read it)."""
+    model = create_model("resnet20", shortcut=shortcut)
+    return {layer.name: layer.macs for layer in count_macs(model, torch.zeros(1, 3, 32, 32)).layers if layer.kind == "conv"}
 
 
 def speedup_at_ranks(ranks: dict[str, int], scheme: str, layers: set[str] | None = None, *,
-                     skip_unprofitable: bool = True) -> float:
-    """Conv-MAC speed-up of our ResNet-20 (32x32 input) with the convs of ``ranks`` (layer name
-    -> rank) that lie in ``layers`` (all of them when ``None``) factorized with ``scheme`` and
-    every other conv dense. With ``skip_unprofitable`` a layer whose factors would cost at least
-    its dense MACs stays dense, as ``trp.decompose`` leaves it."""
-    example, model, dense = torch.zeros(1, 3, 32, 32), create_model("resnet20"), _dense_conv_macs()
+                     skip_unprofitable: bool = True, shortcut: str = "A") -> float:
+    """Conv-MAC speed-up of our ResNet-20 (32x32 input; ``shortcut`` option A or B) with the
+    convs of ``ranks`` (layer name -> rank) that lie in ``layers`` (all of them when ``None``)
+    factorized with ``scheme`` and every other conv dense. With ``skip_unprofitable`` a layer
+    whose factors would cost at least its dense MACs stays dense, as ``trp.decompose`` leaves it."""
+    example, model = torch.zeros(1, 3, 32, 32), create_model("resnet20", shortcut=shortcut)
+    dense = _dense_conv_macs(shortcut)
     apply_plan_(model, RankPlan([PlanEntry(name, scheme, rank) for name, rank in ranks.items()
                                  if layers is None or name in layers]))
     factorized = dict.fromkeys(dense, 0)
@@ -1188,12 +1190,14 @@ def speedup_at_ranks(ranks: dict[str, int], scheme: str, layers: set[str] | None
     return sum(dense.values()) / sum(counted.values())
 
 
-def authors_count_speedup(ranks: dict[str, int], scheme: str) -> float:
+def authors_count_speedup(ranks: dict[str, int], scheme: str, shortcut: str = "A") -> float:
     """Conv-MAC speed-up of ``ranks`` counted as the authors' code counts it: only the layers
     of :func:`authors_count_layers` at their rank (even where that costs more than dense), every
-    other conv dense. Their ResNet-20 also has two 1x1 strided shortcut convs, which ours lacks;
-    they are not added here."""
-    return speedup_at_ranks(ranks, scheme, authors_count_layers(create_model("resnet20")), skip_unprofitable=False)
+    other conv dense. Their ResNet-20 also has two 1x1 strided shortcut convs (our option B),
+    which they count dense; with option A (``shortcut``, the net ``ranks`` come from) those are
+    not added."""
+    model = create_model("resnet20", shortcut=shortcut)
+    return speedup_at_ranks(ranks, scheme, authors_count_layers(model), skip_unprofitable=False, shortcut=shortcut)
 
 
 def _authors_count_text(results: Results) -> list[str]:
