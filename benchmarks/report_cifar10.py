@@ -700,7 +700,8 @@ def _shortcut_text(results: Results) -> list[str]:
             "`SHORTCUT_B_RUNS` in `benchmarks/report_cifar10.py`, on 15 epochs, beside the same configs with our "
             "option A (subsample and zero-pad, He et al.'s CIFAR net) on 15 and 30 epochs; nothing else changed. "
             "Option B adds two 1x1 convs, which TRP acts on and the decomposition counts like every other conv. Each "
-            "net is compared with the baseline of the same shortcut and length.", "",
+            "net is compared with the baseline of the same shortcut and length. The option-A and option-B runs "
+            "trained in different sessions on different machines, so their training hours do not compare.", "",
             *table, "", *(f"- {verdict}" for verdict in verdicts)]
 
 
@@ -1219,8 +1220,8 @@ def _authors_count_text(results: Results) -> list[str]:
             "(github.com/yuhuixu1993/Trained-Rank-Pruning, `show_low_rank` and `get_look_up_table`) decomposes only the "
             "stride-1 convs larger than 1x1 after the first, and counts the first conv and the strided ones "
             "(here `conv1`, `layer2.0.conv1`, `layer3.0.conv1`) at their dense MACs; it still projects the strided "
-            "convs during training, as our runs do. Its ResNet-20 also has two 1x1 strided shortcut convs, which ours "
-            "lacks and which this count leaves out (counted dense, they would lower each figure by 1 to 2 %). The same "
+            "convs during training, as our runs do. Its ResNet-20 also has two 1x1 strided shortcut convs, which our "
+            "option A lacks and which this count leaves out (counted dense, they would lower each figure by 1 to 2 %). The same "
             "ranks, counted that way (`authors_count_speedup` in `benchmarks/report_cifar10.py`):", "",
             "| run | scheme | conv MAC speed-up (ours) | the same ranks, authors' count | paper |",
             "|---|---|---|---|---|", *rows]

@@ -190,7 +190,8 @@ def test_overrides_are_typed(tmp_path):
         (['model.options={width = 2}'], r"model.options: model 'resnet20' has no option 'width'"),
         (['model.options={num_classes = 5}'], "set model.num_classes instead"),
         (['model.options={in_channels = 1}'], "the dataset's images set it"),
-        (['model.options="B"'], "model.options must be a dict"),
+        (['model.options="B"'], "model.options must be a dict.*write a TOML inline table"),
+        (['model.options={shortcut = "C"}'], "model.options: shortcut must be 'A' or 'B'"),
     ],
 )
 def test_bad_options_get_clear_errors(overrides, message):

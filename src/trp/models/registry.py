@@ -79,5 +79,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; keyword arguments that are ``None`` are dropped, so CLI
     options can default to ``None`` and leave the model's own defaults in place. An option
     the model does not take raises ``ValueError`` naming the ones it does."""
-    check_model_options(name, kwargs)
-    return get_model_spec(name).builder(**{key: value for key, value in kwargs.items() if value is not None})
+    given = {key: value for key, value in kwargs.items() if value is not None}
+    check_model_options(name, given)
+    return get_model_spec(name).builder(**given)

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import DecomposeConfig
 from ..data import list_datasets
-from ..models import check_model_options, get_model_spec
+from ..models import check_model_options, create_model, get_model_spec
 from ..criteria import parse_criterion
 from ..rank_training import TRPConfig
 from ..target import ALLOCATE, FAMILIES
@@ -239,11 +241,15 @@ class TrainConfig:
     def _check_model_options(self) -> None:
         """``model.options`` must be options of the model, and not the two a run sets itself."""
         set_by_run = {"num_classes": "set model.num_classes instead", "in_channels": "the dataset's images set it"}
-        for key in sorted(set(self.model.options) & set(set_by_run)):
-            raise ValueError(f"model.options.{key} cannot be set: {set_by_run[key]}.")
+        if clash := sorted(set(self.model.options) & set(set_by_run)):
+            raise ValueError(f"model.options.{clash[0]} cannot be set: {set_by_run[clash[0]]}.")
+        if not self.model.options:
+            return
         try:
             check_model_options(self.model.name, self.model.options)
-        except ValueError as error:
+            with torch.device("meta"):  # the model's own checks of their values, at no memory or time
+                create_model(self.model.name, **self.model.options)
+        except (TypeError, ValueError) as error:
             raise ValueError(f"model.options: {error}") from None
 
     def trp_config(self) -> TRPConfig:
@@ -293,7 +299,9 @@ def _set(section: Any, section_name: str, key: str, value: Any) -> None:
         value = int(value)
     if type(current) is not type(value) and not (isinstance(current, list) and isinstance(value, list)):
         raise ValueError(
-            f"{section_name}.{key} must be a {type(current).__name__}, got {value!r} ({type(value).__name__})."
+            f"{section_name}.{key} must be a {type(current).__name__}, got {value!r} ({type(value).__name__})"
+            + (f"; write a TOML inline table, e.g. {section_name}.{key}={{name = \"value\"}}." if isinstance(current, dict)
+               else ".")
         )
     if isinstance(current, list):
         numeric = bool(current) and all(isinstance(item, (int, float)) for item in current)
