@@ -282,6 +282,11 @@ def test_model_options_build_the_net_and_travel_with_its_checkpoints(tiny_folder
     assert "layer2.0.shortcut.0" in [entry.name for entry in read_checkpoint(tmp_path / "b" / "decomposed.pt").plan.layers]
     assert main(["macs", "--checkpoint", str(tmp_path / "b" / "decomposed.pt")]) == 0  # rebuilt with option B
     assert "layer2.0.shortcut.0" in capsys.readouterr().out
+    from_b = tiny_overrides(tiny_folder, tmp_path / "from-b", **{"optim.epochs": 1,
+                                                                 "model.checkpoint": str(tmp_path / "b" / "dense.pt")})
+    with pytest.raises(ValueError, match=r"saved from resnet20 with options \{'shortcut': 'B'\}.*"
+                                         r'set model.options = \{shortcut = "B"\}'):
+        run_training(load_train_config(None, from_b))
 
 
 def test_quickstart_end_to_end(tmp_path, capsys):

@@ -106,16 +106,31 @@ def _model_kwargs(config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
             "in_channels": dataset.input_size[0]}
 
 
+def _check_saved_options(config: TrainConfig, entry: dict[str, Any] | None) -> None:
+    """Refuse a ``model.checkpoint`` saved from the same model with other ``model.options`` (its
+    weights would not fit, or would fit another net), naming the options to set."""
+    if not entry or entry.get("name") != config.model.name:
+        return  # a plain state dict, or another model: the weights' own check names the problem
+    saved = {key: value for key, value in entry.get("kwargs", {}).items() if key not in ("num_classes", "in_channels")}
+    if saved != config.model.options:
+        wanted = ", ".join(f"{key} = {json.dumps(value)}" for key, value in sorted(saved.items()))
+        raise ValueError(f"model.checkpoint {config.model.checkpoint} was saved from {config.model.name} with options "
+                         f"{saved or 'none'}, and this run builds it with {config.model.options or 'none'}: set "
+                         f"model.options = {{{wanted}}} to start from it.")
+
+
 def _build_model(config: TrainConfig, dataset: ImageDataset, runtime: Runtime, plan: RankPlan | None) -> nn.Module:
     """The dense net (from ``model.checkpoint`` if given), factorized as ``plan`` says."""
     model = create_model(config.model.name, **_model_kwargs(config, dataset))
     if config.model.checkpoint:
-        if read_checkpoint(config.model.checkpoint).plan is not None:
+        checkpoint = read_checkpoint(config.model.checkpoint)
+        if checkpoint.plan is not None:
             raise ValueError(
                 f"model.checkpoint {config.model.checkpoint} holds a decomposed model (it has a rank plan); "
                 "trp train starts from dense weights: give the dense checkpoint (e.g. dense.pt of a run), "
                 "and this one as model.plan to train at its ranks."
             )
+        _check_saved_options(config, checkpoint.model)
         load_decomposed(config.model.checkpoint, model)
     if plan is not None:
         apply_plan_(model, plan, from_dense_weights=True)
