@@ -118,3 +118,4 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "trp", "models"], capture_output=True, text=True)
     assert result.returncode == 0 and "resnet50" in result.stdout
+    assert "options: num_classes, shortcut, in_channels" in result.stdout  # resnet20's model.options

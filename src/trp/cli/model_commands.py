@@ -17,7 +17,7 @@ from ..export import export_onnx, export_torchscript
 from ..fold import fold_batchnorm_
 from ..latency import RUNTIMES, compare_latency
 from ..measured import decompose_measured_
-from ..models import create_model, get_model_spec, list_models
+from ..models import create_model, get_model_spec, list_models, model_options
 from ..plan import RankPlan
 from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..surgery import decompose_
@@ -139,7 +139,9 @@ def _cmd_macs(args: argparse.Namespace) -> None:
 def _cmd_models(args: argparse.Namespace) -> None:
     for name in sorted(list_models(), key=lambda n: (len(n), n)):
         spec = get_model_spec(name)
-        print(f"{name:<12} input {spec.input_size}  classes {spec.num_classes}  {spec.builder.__doc__ or ''}")
+        options = ", ".join(model_options(name))
+        print(f"{name:<12} input {spec.input_size}  classes {spec.num_classes}  {spec.builder.__doc__ or ''}  "
+              f"options: {options}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
