@@ -16,7 +16,8 @@ better settings (the last TRP-train our trained baseline for 10 epochs, as the p
 on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
 again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, with another seed, ``SEED_RUNS``, and
-on 15 epochs with option-B shortcuts (the authors' ResNet-20 variant), ``SHORTCUT_B_RUNS``;
+on 15 epochs with option-B shortcuts (the authors' ResNet-20 variant; TRP2+Nu also with those 1x1
+convs left out of TRP, as the authors' code leaves them), ``SHORTCUT_B_RUNS``;
 the baseline, TRP2+Nu (also at e = 0.01) and TRP1+Nu, both TRP+Nu again capped at the speed-ups the
 targets ask for, and TRP2 capped at 2.84x, on the paper's own 164-epoch schedule from
 resnet20-{baseline,trp2-nu,trp1-nu,trp2}.toml, ``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores;

@@ -326,6 +326,19 @@ def test_report_judges_option_b_shortcuts_against_the_option_b_baseline_of_the_s
             "shortcut B, 15 epochs; the target (at most 1.1 below at >= 2.8x) is met.") in text
     # on the trade-off front as a net of its own, named by its shortcut
     assert "| TRP2+Nu, e = 0.01 | its own decomposition | 15 epochs, onecycle, shortcut B |" in text
+    assert "| TRP2+Nu, e = 0.01 | B, 15 epochs, shortcut convs dense | not finished | | | | | |" in text
+
+    # the shortcut convs left out of TRP: judged against the same option-B baseline
+    assert report.variant_of("trp2-nu-e0.01-shortcut-b-dense-15ep")[1][-1] == 'decompose.exclude=[".*shortcut.*"]'
+    dense = fake_summary(0.8450, 0.8450, 2.90, epochs=15, shortcut="B")
+    dense["config"]["decompose"]["exclude"] = [".*shortcut.*"]
+    write(root / "trp2-nu-e0.01-shortcut-b-dense-15ep" / "summary.json", dense)
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "| TRP2+Nu, e = 0.01 | B, 15 epochs, shortcut convs dense |  | 84.50 | 84.50 | 2.90x | -0.50 | 1.00 |" in text
+    assert ("- TRP2+Nu, e = 0.01 with shortcut B, 15 epochs, shortcut convs dense: -0.50 points at 2.90x against the "
+            "baseline with shortcut B, 15 epochs; the target (at most 1.1 below at >= 2.8x) is met.") in text
+    assert "| TRP2+Nu, e = 0.01 | its own decomposition | 15 epochs, onecycle, shortcut B, shortcut convs dense |" in text
 
 
 def test_report_of_nothing_yet_lists_every_run_as_not_finished(tmp_path):
