@@ -638,6 +638,11 @@ def _shortcut(config: dict[str, Any]) -> str:
 SHORTCUT_CONVS_DENSE = ", shortcut convs dense"  # how a value says the 1x1 shortcut convs were left out of TRP
 
 
+def _dense_shortcuts(config: dict[str, Any]) -> bool:
+    """Whether a run's config (as a dict) left the shortcut convs out of TRP and the decomposition."""
+    return DENSE_SHORTCUTS in config["decompose"].get("exclude", [])
+
+
 def _shortcut_value(shortcut: str, epochs: int, dense_shortcuts: bool) -> str:
     """A SHORTCUTS value: "B, 15 epochs", "B, 15 epochs, shortcut convs dense"."""
     return f"{shortcut}, {epochs} epochs{SHORTCUT_CONVS_DENSE if dense_shortcuts else ''}"
@@ -648,7 +653,7 @@ SHORTCUTS = Variation(
      **{run: (source, _shortcut_value("A", epochs, False)) for run, (source, epochs) in SCHEDULE_LENGTH_RUNS.items()
         if epochs in {epochs for _, epochs, _ in SHORTCUT_B_RUNS.values()}}},
     lambda summary: _shortcut_value(_shortcut(summary["config"]), summary["config"]["optim"]["epochs"],
-                                    DENSE_SHORTCUTS in summary["config"]["decompose"].get("exclude", [])),
+                                    _dense_shortcuts(summary["config"])),
     "shortcut, epochs", "the baseline with the same shortcut and length",
     lambda value: f"with shortcut {value}", lambda value: f"the baseline with shortcut {value}",
     lambda value: value.removesuffix(SHORTCUT_CONVS_DENSE))
@@ -818,9 +823,9 @@ def _schedule(config: dict[str, Any]) -> str:
     """How a run trained, from its config as a dict: "164 epochs, multistep", "30 epochs, onecycle, seed 1",
     "15 epochs, onecycle, shortcut B"."""
     seed, shortcut = config["run"]["seed"], _shortcut(config)
-    dense_shortcuts = DENSE_SHORTCUTS in config["decompose"].get("exclude", [])
     return (f"{config['optim']['epochs']} epochs, {config['optim']['schedule']}{f', seed {seed}' if seed else ''}"
-            f"{f', shortcut {shortcut}' if shortcut != 'A' else ''}{SHORTCUT_CONVS_DENSE if dense_shortcuts else ''}")
+            f"{f', shortcut {shortcut}' if shortcut != 'A' else ''}"
+            f"{SHORTCUT_CONVS_DENSE if _dense_shortcuts(config) else ''}")
 
 
 def _decomposed(results: Results, run: str, label: str, scheme: str, reference: float,

@@ -66,13 +66,13 @@ def model_options(name: str) -> list[str]:
 def check_model_options(name: str, options: Iterable[str]) -> None:
     """Raise ``ValueError`` naming any of ``options`` that model ``name`` does not take (a
     builder with ``**kwargs`` takes any)."""
-    parameters = inspect.signature(get_model_spec(name).builder).parameters.values()
-    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+    parameters = inspect.signature(get_model_spec(name).builder).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
         return
-    unknown = sorted(set(options) - set(model_options(name)))
+    unknown = sorted(set(options) - set(parameters))
     if unknown:
         raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
-                         f"its options are: {', '.join(model_options(name)) or 'none'}.")
+                         f"its options are: {', '.join(parameters) or 'none'}.")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

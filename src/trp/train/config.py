@@ -31,6 +31,11 @@ __all__ = ["TrainConfig", "load_train_config", "apply_overrides"]
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 
 
+# Model constructor options a run sets itself (from model.num_classes and the dataset), never
+# model.options: option -> what to do instead.
+OPTIONS_SET_BY_RUN = {"num_classes": "set model.num_classes instead", "in_channels": "the dataset's images set it"}
+
+
 @dataclass
 class ModelSection:
     """``name``: a registered model; ``num_classes``: 0 means the dataset's; ``checkpoint``:
@@ -240,9 +245,8 @@ class TrainConfig:
 
     def _check_model_options(self) -> None:
         """``model.options`` must be options of the model, and not the two a run sets itself."""
-        set_by_run = {"num_classes": "set model.num_classes instead", "in_channels": "the dataset's images set it"}
-        if clash := sorted(set(self.model.options) & set(set_by_run)):
-            raise ValueError(f"model.options.{clash[0]} cannot be set: {set_by_run[clash[0]]}.")
+        if clash := sorted(set(self.model.options) & set(OPTIONS_SET_BY_RUN)):
+            raise ValueError(f"model.options.{clash[0]} cannot be set: {OPTIONS_SET_BY_RUN[clash[0]]}.")
         if not self.model.options:
             return
         try:

@@ -40,7 +40,7 @@ from ..response_fit import decompose_on_data_, fit_record, fit_table
 from ..plan import RankPlan
 from ..surgery import apply_plan_, decompose_, densify_
 from ..target import ALLOCATE, criterion_for_speedup, ranks_for_speedup
-from .config import OptimSection, TrainConfig
+from .config import OPTIONS_SET_BY_RUN, OptimSection, TrainConfig
 from .loop import Batches, TrainingDiverged, evaluate, train_epoch
 from .planned import load_training_plan, plan_config_section, plan_decompose_config, plan_ranks
 from .runtime import Runtime, start_runtime
@@ -111,7 +111,7 @@ def _check_saved_options(config: TrainConfig, entry: dict[str, Any] | None) -> N
     weights would not fit, or would fit another net), naming the options to set."""
     if not entry or entry.get("name") != config.model.name:
         return  # a plain state dict, or another model: the weights' own check names the problem
-    saved = {key: value for key, value in entry.get("kwargs", {}).items() if key not in ("num_classes", "in_channels")}
+    saved = {key: value for key, value in entry.get("kwargs", {}).items() if key not in OPTIONS_SET_BY_RUN}
     if saved != config.model.options:
         wanted = ", ".join(f"{key} = {json.dumps(value)}" for key, value in sorted(saved.items()))
         raise ValueError(f"model.checkpoint {config.model.checkpoint} was saved from {config.model.name} with options "
