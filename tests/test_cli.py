@@ -119,3 +119,22 @@ def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "trp", "models"], capture_output=True, text=True)
     assert result.returncode == 0 and "resnet50" in result.stdout
     assert "options: num_classes, shortcut, in_channels" in result.stdout  # resnet20's model.options
+
+
+def test_a_closed_stdout_pipe_stops_quietly():
+    """`trp models | head -1`: the reader goes before trp writes; no error line, status 1."""
+    command = subprocess.Popen([sys.executable, "-m", "trp", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command.stdout.close()
+    stderr = command.stderr.read().decode()
+    assert command.wait() == 1 and stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_reported(capsys, monkeypatch):
+    from trp.cli import model_commands
+
+    def lose_a_worker(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(model_commands, "_cmd_models", lose_a_worker)
+    code, _, stderr = run(capsys, "models")
+    assert code == 2 and "Broken pipe" in stderr

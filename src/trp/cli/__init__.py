@@ -2,13 +2,15 @@
 ``train``, ``quickstart``, ``sweep``.
 
 Every command prints what it did; errors are one line on stderr and exit status 2 (a
-diverged training run: 3).
+diverged training run: 3). When the reader of stdout goes away (``trp models | head -1``) the
+command stops quietly with status 1, as Python's documentation advises for SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError as error:
+        if not _stdout_is_closed():
+            print(f"trp {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        return 1
     except RunInterrupted as stop:
         if os.environ.get("RANK", "0") == "0":
             print(f"trp {args.command}: {stop}", file=sys.stderr)
@@ -48,3 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trp {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _stdout_is_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (poll reports an error on it), so a
+    broken pipe elsewhere, e.g. a data-loader worker's, is still reported. Points stdout at
+    /dev/null so that the interpreter's last flush at exit does not raise again."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a file
+        return False
+    if not any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0)):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return True
