@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_decomposed, read_checkpoint, save_checkpoint
+from ..checkpoint import load_state_dict_, read_checkpoint, save_checkpoint
 from ..config import DecomposeConfig
 from ..counting import count_macs
 from ..data import ImageDataset, TensorLoader, calibration_batches, load_dataset
@@ -131,7 +131,7 @@ def _build_model(config: TrainConfig, dataset: ImageDataset, runtime: Runtime, p
                 "and this one as model.plan to train at its ranks."
             )
         _check_saved_options(config, checkpoint.model)
-        load_decomposed(config.model.checkpoint, model)
+        load_state_dict_(model, checkpoint.state_dict, source=str(config.model.checkpoint))
     if plan is not None:
         apply_plan_(model, plan, from_dense_weights=True)
     model = model.to(runtime.device)
