@@ -164,10 +164,12 @@ SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "
 # and the nearest miss with option B on 15 epochs (both fit one session of two cores), beside
 # their 15-epoch SCHEDULE_LENGTH_RUNS with option A, and the nearest miss again with the 1x1
 # shortcut convs left out of TRP and of the decomposition, as the authors' code leaves every 1x1
-# conv: run -> (config's method, epochs, whether the shortcut convs stay dense).
+# conv, and the pair again with seed 1 (how far the change moves from seed to seed on 15 epochs):
+# run -> (config's method, epochs, whether the shortcut convs stay dense, seed).
 SHORTCUT_B_RUNS = {
-    **{f"{method}-shortcut-b-15ep": (method, 15, False) for method in ("baseline", "trp2-nu-e0.01")},
-    "trp2-nu-e0.01-shortcut-b-dense-15ep": ("trp2-nu-e0.01", 15, True),
+    **{f"{method}-shortcut-b-15ep": (method, 15, False, 0) for method in ("baseline", "trp2-nu-e0.01")},
+    "trp2-nu-e0.01-shortcut-b-dense-15ep": ("trp2-nu-e0.01", 15, True, 0),
+    **{f"{method}-shortcut-b-15ep-seed1": (method, 15, False, 1) for method in ("baseline", "trp2-nu-e0.01")},
 }
 DENSE_SHORTCUTS = ".*shortcut.*"  # decompose.exclude pattern: every shortcut conv stays dense
 
@@ -260,9 +262,10 @@ def variant_of(run: str) -> tuple[str, list[str]]:
         source, seed = SEED_RUNS[run]
         return source, [f"run.seed={seed}"]
     if run in SHORTCUT_B_RUNS:
-        source, epochs, dense_shortcuts = SHORTCUT_B_RUNS[run]
+        source, epochs, dense_shortcuts, seed = SHORTCUT_B_RUNS[run]
         return source, [f"optim.epochs={epochs}", 'model.options={shortcut = "B"}',
-                        *([f"decompose.exclude={json.dumps([DENSE_SHORTCUTS])}"] if dense_shortcuts else [])]
+                        *([f"decompose.exclude={json.dumps([DENSE_SHORTCUTS])}"] if dense_shortcuts else []),
+                        *([f"run.seed={seed}"] if seed else [])]
     return run, []
 
 
@@ -643,18 +646,19 @@ def _dense_shortcuts(config: dict[str, Any]) -> bool:
     return DENSE_SHORTCUTS in config["decompose"].get("exclude", [])
 
 
-def _shortcut_value(shortcut: str, epochs: int, dense_shortcuts: bool) -> str:
-    """A SHORTCUTS value: "B, 15 epochs", "B, 15 epochs, shortcut convs dense"."""
-    return f"{shortcut}, {epochs} epochs{SHORTCUT_CONVS_DENSE if dense_shortcuts else ''}"
+def _shortcut_value(shortcut: str, epochs: int, dense_shortcuts: bool, seed: int) -> str:
+    """A SHORTCUTS value: "B, 15 epochs", "B, 15 epochs, seed 1, shortcut convs dense" (seed 0,
+    the main runs', goes unsaid)."""
+    return f"{shortcut}, {epochs} epochs{f', seed {seed}' if seed else ''}{SHORTCUT_CONVS_DENSE if dense_shortcuts else ''}"
 
 
 SHORTCUTS = Variation(
-    {**{run: (source, _shortcut_value("B", epochs, dense)) for run, (source, epochs, dense) in SHORTCUT_B_RUNS.items()},
-     **{run: (source, _shortcut_value("A", epochs, False)) for run, (source, epochs) in SCHEDULE_LENGTH_RUNS.items()
-        if epochs in {epochs for _, epochs, _ in SHORTCUT_B_RUNS.values()}}},
+    {**{run: (source, _shortcut_value("B", *setting)) for run, (source, *setting) in SHORTCUT_B_RUNS.items()},
+     **{run: (source, _shortcut_value("A", epochs, False, 0)) for run, (source, epochs) in SCHEDULE_LENGTH_RUNS.items()
+        if epochs in {epochs for _, epochs, *_ in SHORTCUT_B_RUNS.values()}}},
     lambda summary: _shortcut_value(_shortcut(summary["config"]), summary["config"]["optim"]["epochs"],
-                                    _dense_shortcuts(summary["config"])),
-    "shortcut, epochs", "the baseline with the same shortcut and length",
+                                    _dense_shortcuts(summary["config"]), summary["config"]["run"]["seed"]),
+    "shortcut, epochs", "the baseline with the same shortcut, length and seed",
     lambda value: f"with shortcut {value}", lambda value: f"the baseline with shortcut {value}",
     lambda value: value.removesuffix(SHORTCUT_CONVS_DENSE))
 
@@ -726,9 +730,11 @@ def _shortcut_text(results: Results) -> list[str]:
             "option A (subsample and zero-pad, He et al.'s CIFAR net) on 15 and 30 epochs; nothing else changed. "
             "Option B adds two 1x1 convs, which TRP acts on and the decomposition counts like every other conv; the "
             "*shortcut convs dense* run leaves them out of both (`decompose.exclude`), as the authors' code leaves "
-            "every 1x1 conv out of TRP and counts it dense. Each "
-            "net is compared with the baseline of the same shortcut and length. The option-A and option-B runs "
-            "trained in different sessions on different machines, so their training hours do not compare.", "",
+            "every 1x1 conv out of TRP and counts it dense. The option-B baseline and TRP2+Nu train a second time "
+            "(seed 1: other initial weights, data order and augmentation), to show how far the change moves from seed to seed "
+            "on 15 epochs. Each net is compared with the baseline of the same shortcut, length and seed. The option-A "
+            "and option-B runs trained in different sessions on different machines, so their training hours do not "
+            "compare.", "",
             *table, "", *(f"- {verdict}" for verdict in verdicts)]
 
 

@@ -17,7 +17,7 @@ on ImageNet);
 resnet20-trp1-fig2-cpu.toml: the paper's Fig. 2 conditions; the baseline and TRP2+Nu with e = 0.01
 again on 15- and 60-epoch schedules, ``SCHEDULE_LENGTH_RUNS``, with another seed, ``SEED_RUNS``, and
 on 15 epochs with option-B shortcuts (the authors' ResNet-20 variant; TRP2+Nu also with those 1x1
-convs left out of TRP, as the authors' code leaves them), ``SHORTCUT_B_RUNS``;
+convs left out of TRP, as the authors' code leaves them; the pair again with seed 1), ``SHORTCUT_B_RUNS``;
 the baseline, TRP2+Nu (also at e = 0.01) and TRP1+Nu, both TRP+Nu again capped at the speed-ups the
 targets ask for, and TRP2 capped at 2.84x, on the paper's own 164-epoch schedule from
 resnet20-{baseline,trp2-nu,trp1-nu,trp2}.toml, ``PAPER_SCHEDULE_RUNS``, about 5 hours each on two cores;
@@ -78,7 +78,7 @@ METHODS = (
     "trp1-fig2",  # 2 epochs under the paper's Fig. 2 conditions (rank dynamics only)
     *SCHEDULE_LENGTH_RUNS,  # the baseline and the nearest miss on other schedule lengths
     *SEED_RUNS,  # the baseline and the nearest miss with other seeds
-    *SHORTCUT_B_RUNS,  # the baseline and the nearest miss with option-B shortcuts, on 15 epochs
+    *SHORTCUT_B_RUNS,  # the baseline and the nearest miss with option-B shortcuts, on 15 epochs (two seeds)
     *PAPER_SCHEDULE_RUNS,  # the baseline and TRP runs on the paper's 164 epochs (about 5 hours each on two cores)
     *FACTORIZED_RUNS,  # the ranks TRP+Nu found, trained from scratch with no TRP
     *UNIFORM_RUNS,  # the same MACs at one fraction of every layer's full rank, trained so too

@@ -340,6 +340,20 @@ def test_report_judges_option_b_shortcuts_against_the_option_b_baseline_of_the_s
             "baseline with shortcut B, 15 epochs; the target (at most 1.1 below at >= 2.8x) is met.") in text
     assert "| TRP2+Nu, e = 0.01 | its own decomposition | 15 epochs, onecycle, shortcut B, shortcut convs dense |" in text
 
+    # the pair again with seed 1: the net judged against the option-B baseline with seed 1
+    assert report.variant_of("trp2-nu-e0.01-shortcut-b-15ep-seed1")[1][-1] == "run.seed=1"
+    write(root / "baseline-shortcut-b-15ep-seed1" / "summary.json",
+          fake_summary(0.8480, 0.8480, 1.1, epochs=15, shortcut="B", seed=1))
+    write(root / "trp2-nu-e0.01-shortcut-b-15ep-seed1" / "summary.json",
+          fake_summary(0.8400, 0.8400, 2.80, epochs=15, shortcut="B", seed=1))
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "| baseline | B, 15 epochs, seed 1 |  | 84.80 |  | 1.00x | +0.00 | 1.00 |" in text
+    assert ("- TRP2+Nu, e = 0.01 with shortcut B, 15 epochs, seed 1: -0.80 points at 2.80x against the baseline with "
+            "shortcut B, 15 epochs, seed 1; the target (at most 1.1 below at >= 2.8x) is met.") in text
+    seed1 = [p for p in report.tradeoffs(report.Results(root), "spatial") if p.schedule == "15 epochs, onecycle, seed 1, shortcut B"]
+    assert [(p.speedup, round(p.change, 2)) for p in seed1] == [(2.80, -0.80)]
+
 
 def test_report_of_nothing_yet_lists_every_run_as_not_finished(tmp_path):
     report = load_benchmark("report_cifar10")
