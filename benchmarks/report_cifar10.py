@@ -164,12 +164,13 @@ SEED_RUNS = {f"{method}-seed{seed}": (method, seed) for method in ("baseline", "
 # and the nearest miss with option B on 15 epochs (both fit one session of two cores), beside
 # their 15-epoch SCHEDULE_LENGTH_RUNS with option A, and the nearest miss again with the 1x1
 # shortcut convs left out of TRP and of the decomposition, as the authors' code leaves every 1x1
-# conv, and the pair again with seed 1 (how far the change moves from seed to seed on 15 epochs):
-# run -> (config's method, epochs, whether the shortcut convs stay dense, seed).
-SHORTCUT_B_RUNS = {
-    **{f"{method}-shortcut-b-15ep": (method, 15, False, 0) for method in ("baseline", "trp2-nu-e0.01")},
-    "trp2-nu-e0.01-shortcut-b-dense-15ep": ("trp2-nu-e0.01", 15, True, 0),
-    **{f"{method}-shortcut-b-15ep-seed1": (method, 15, False, 1) for method in ("baseline", "trp2-nu-e0.01")},
+# conv; then both pairs again with seed 1 (how far the change moves from seed to seed on 15
+# epochs): run -> (config's method, shortcut option, epochs, whether the shortcut convs stay dense, seed).
+SHORTCUT_RUNS = {
+    **{f"{method}-shortcut-b-15ep": (method, "B", 15, False, 0) for method in ("baseline", "trp2-nu-e0.01")},
+    "trp2-nu-e0.01-shortcut-b-dense-15ep": ("trp2-nu-e0.01", "B", 15, True, 0),
+    **{f"{method}-shortcut-b-15ep-seed1": (method, "B", 15, False, 1) for method in ("baseline", "trp2-nu-e0.01")},
+    **{f"{method}-15ep-seed1": (method, "A", 15, False, 1) for method in ("baseline", "trp2-nu-e0.01")},
 }
 DENSE_SHORTCUTS = ".*shortcut.*"  # decompose.exclude pattern: every shortcut conv stays dense
 
@@ -249,8 +250,8 @@ PAPER_SCHEDULE_SWEEPS = {
 
 def variant_of(run: str) -> tuple[str, list[str]]:
     """The committed config's method a run trains, and the overrides that make it this run (a
-    SCHEDULE_LENGTH_RUNS run changes the epochs, a SEED_RUNS run the seed, a SHORTCUT_B_RUNS run
-    the epochs and the shortcuts, a PLANNED_RUNS run
+    SCHEDULE_LENGTH_RUNS run changes the epochs, a SEED_RUNS run the seed, a SHORTCUT_RUNS run
+    the epochs, the shortcuts (option A, our models' default, goes unsaid) and the seed, a PLANNED_RUNS run
     trains the baseline's config at its TRP run's ranks and scheme (``model.plan``, which the caller
     adds; the paper's baseline config where :func:`on_paper_schedule`), any other none)."""
     if run in PLANNED_RUNS:
@@ -261,9 +262,10 @@ def variant_of(run: str) -> tuple[str, list[str]]:
     if run in SEED_RUNS:
         source, seed = SEED_RUNS[run]
         return source, [f"run.seed={seed}"]
-    if run in SHORTCUT_B_RUNS:
-        source, epochs, dense_shortcuts, seed = SHORTCUT_B_RUNS[run]
-        return source, [f"optim.epochs={epochs}", 'model.options={shortcut = "B"}',
+    if run in SHORTCUT_RUNS:
+        source, shortcut, epochs, dense_shortcuts, seed = SHORTCUT_RUNS[run]
+        return source, [f"optim.epochs={epochs}",
+                        *([f"model.options={{shortcut = {json.dumps(shortcut)}}}"] if shortcut != "A" else []),
                         *([f"decompose.exclude={json.dumps([DENSE_SHORTCUTS])}"] if dense_shortcuts else []),
                         *([f"run.seed={seed}"] if seed else [])]
     return run, []
@@ -653,9 +655,9 @@ def _shortcut_value(shortcut: str, epochs: int, dense_shortcuts: bool, seed: int
 
 
 SHORTCUTS = Variation(
-    {**{run: (source, _shortcut_value("B", *setting)) for run, (source, *setting) in SHORTCUT_B_RUNS.items()},
+    {**{run: (source, _shortcut_value(*setting)) for run, (source, *setting) in SHORTCUT_RUNS.items()},
      **{run: (source, _shortcut_value("A", epochs, False, 0)) for run, (source, epochs) in SCHEDULE_LENGTH_RUNS.items()
-        if epochs in {epochs for _, epochs, *_ in SHORTCUT_B_RUNS.values()}}},
+        if epochs in {epochs for _, _, epochs, *_ in SHORTCUT_RUNS.values()}}},
     lambda summary: _shortcut_value(_shortcut(summary["config"]), summary["config"]["optim"]["epochs"],
                                     _dense_shortcuts(summary["config"]), summary["config"]["run"]["seed"]),
     "shortcut, epochs", "the baseline with the same shortcut, length and seed",
@@ -720,21 +722,21 @@ def _schedule_length_text(results: Results) -> list[str]:
 
 
 def _shortcut_text(results: Results) -> list[str]:
-    """SHORTCUT_B_RUNS: does the ResNet-20 variant (shortcut option A or B) move the baseline, or
+    """SHORTCUT_RUNS: does the ResNet-20 variant (shortcut option A or B) move the baseline, or
     what TRP loses against it?"""
     table, verdicts = _variation_table(results, SHORTCUTS, _variation_groups(results, SHORTCUTS))
     return ["", "### Shortcut option A or B", "",
             "The baseline and TRP2+Nu, e = 0.01 with option-B shortcuts (a strided 1x1 conv and BatchNorm where the "
             "shape changes, as the TRP authors' code builds ResNet-20; `model.options = {shortcut = \"B\"}`), "
-            "`SHORTCUT_B_RUNS` in `benchmarks/report_cifar10.py`, on 15 epochs, beside the same configs with our "
+            "`SHORTCUT_RUNS` in `benchmarks/report_cifar10.py`, on 15 epochs, beside the same configs with our "
             "option A (subsample and zero-pad, He et al.'s CIFAR net) on 15 and 30 epochs; nothing else changed. "
             "Option B adds two 1x1 convs, which TRP acts on and the decomposition counts like every other conv; the "
             "*shortcut convs dense* run leaves them out of both (`decompose.exclude`), as the authors' code leaves "
-            "every 1x1 conv out of TRP and counts it dense. The option-B baseline and TRP2+Nu train a second time "
-            "(seed 1: other initial weights, data order and augmentation), to show how far the change moves from seed to seed "
-            "on 15 epochs. Each net is compared with the baseline of the same shortcut, length and seed. The option-A "
-            "and option-B runs trained in different sessions on different machines, so their training hours do not "
-            "compare.", "",
+            "every 1x1 conv out of TRP and counts it dense. The baseline and TRP2+Nu of both options train a second "
+            "time on 15 epochs (seed 1: other initial weights, data order and augmentation), to show how far the change "
+            "moves from seed to seed there. Each net is compared with the baseline of the same shortcut, length and "
+            "seed. The runs trained in different sessions, on different machines and beside different loads, so their "
+            "training hours do not compare.", "",
             *table, "", *(f"- {verdict}" for verdict in verdicts)]
 
 

@@ -354,6 +354,16 @@ def test_report_judges_option_b_shortcuts_against_the_option_b_baseline_of_the_s
     seed1 = [p for p in report.tradeoffs(report.Results(root), "spatial") if p.schedule == "15 epochs, onecycle, seed 1, shortcut B"]
     assert [(p.speedup, round(p.change, 2)) for p in seed1] == [(2.80, -0.80)]
 
+    # option A with seed 1: its own config (no model.options), judged against the option-A baseline with seed 1
+    assert report.variant_of("trp2-nu-e0.01-15ep-seed1") == ("trp2-nu-e0.01", ["optim.epochs=15", "run.seed=1"])
+    write(root / "baseline-15ep-seed1" / "summary.json", fake_summary(0.8350, 0.8350, 1.1, epochs=15, seed=1))
+    write(root / "trp2-nu-e0.01-15ep-seed1" / "summary.json", fake_summary(0.8200, 0.8200, 2.83, epochs=15, seed=1))
+    report.write_report(report.Results(root), markdown)
+    text = markdown.read_text()
+    assert "| baseline | A, 15 epochs, seed 1 |  | 83.50 |  | 1.00x | +0.00 | 1.00 |" in text
+    assert ("- TRP2+Nu, e = 0.01 with shortcut A, 15 epochs, seed 1: -1.50 points at 2.83x against the baseline with "
+            "shortcut A, 15 epochs, seed 1; the target (at most 1.1 below at >= 2.8x) is missed.") in text
+
 
 def test_report_of_nothing_yet_lists_every_run_as_not_finished(tmp_path):
     report = load_benchmark("report_cifar10")
@@ -394,6 +404,14 @@ def test_every_reported_run_has_a_committed_config_and_is_run_by_the_script():
     for method, source, (section, key), value in variants:
         varied, original = load_train_config(*script.config_of(method)).to_dict(), report._config(source).to_dict()
         assert varied[section].pop(key) == value != original[section].pop(key), method
+        assert varied == original, method  # nothing else changed
+    for method, (source, shortcut, epochs, dense_shortcuts, seed) in report.SHORTCUT_RUNS.items():
+        varied, original = load_train_config(*script.config_of(method)).to_dict(), report._config(source).to_dict()
+        for section, key, value in (("optim", "epochs", epochs), ("run", "seed", seed),
+                                    ("model", "options", {"shortcut": shortcut} if shortcut != "A" else {}),
+                                    ("decompose", "exclude", [report.DENSE_SHORTCUTS] if dense_shortcuts else [])):
+            assert varied[section].pop(key) == value, (method, key)
+            original[section].pop(key)
         assert varied == original, method  # nothing else changed
     fitted, plain = report._config("basic-fit-ft-channel").to_dict(), report._config("basic-ft-channel").to_dict()
     assert fitted["decompose"].pop("fit_on_data") == report.CALIBRATION_IMAGES  # as the "basic fitted to data" row
