@@ -271,13 +271,18 @@ def variant_of(run: str) -> tuple[str, list[str]]:
     return run, []
 
 
+def model_of(config: TrainConfig) -> nn.Module:
+    """A freshly initialized net as ``config`` builds it (its model and options, e.g. the shortcut)."""
+    return create_model(config.model.name, **config.model.options)
+
+
 def uniform_plan(trp_run: str, results: Path = RESULTS) -> RankPlan:
     """The plan of a UNIFORM_RUNS run: every conv layer of a fresh ResNet-20 at the smallest
     common fraction of its full rank that reaches ``trp_run``'s conv-MAC speed-up, by its scheme
     (a fraction criterion does not depend on the weights)."""
     summary = json.loads((results / trp_run / "summary.json").read_text())
     config = dataclasses.replace(trp_config(trp_run).decompose_config(), decompose_linear=False)
-    model, example = create_model("resnet20"), torch.zeros(1, 3, 32, 32)
+    model, example = model_of(trp_config(trp_run)), torch.zeros(1, 3, 32, 32)
     found = criterion_for_speedup(model, config, example, summary["decomposed"]["conv_speedup"], family="fraction")
     return decompose_(model, dataclasses.replace(config, criterion=found.criterion), example).plan
 
@@ -1052,6 +1057,7 @@ def _paper_schedule_run_lines(results: Results, base: list[dict[str, Any]], run:
     metrics.jsonl epochs): the epoch table, and once both have finished, its verdict and sweep."""
     trp, label, method = results.train_epochs(run), paper_schedule_label(run), PAPER_SCHEDULE_RUNS[run][0]
     config, scheme = paper_schedule_config(run), PAPER_SCHEDULE_SCHEMES[run]
+    shortcut = _shortcut(config.to_dict())
     common = min(len(base), len(trp))
 
     def difference(first: int, last: int) -> float:  # test top-1, TRP minus baseline, mean over those epochs
@@ -1063,7 +1069,8 @@ def _paper_schedule_run_lines(results: Results, base: list[dict[str, Any]], run:
         rows.append(f"| {n} | {t['lr']:g} | {100 * b['train_accuracy']:.2f} | {100 * b['test_accuracy']:.2f} | "
                     f"{100 * t['train_accuracy']:.2f} | {100 * t['test_accuracy']:.2f} | {difference(n, n):+.2f} | "
                     f"{difference(max(1, n - PAPER_SCHEDULE_WINDOW + 1), n):+.2f} | {sum(t['ranks'].values())} | "
-                    f"{speedup_at_ranks(t['ranks'], scheme):.2f}x | {authors_count_speedup(t['ranks'], scheme):.2f}x |")
+                    f"{speedup_at_ranks(t['ranks'], scheme, shortcut=shortcut):.2f}x | "
+                    f"{authors_count_speedup(t['ranks'], scheme, shortcut):.2f}x |")
     lines = ["", f"#### {label} ({scheme} scheme, m = {config.trp.period}, lambda = {config.trp.nuclear_weight:g})", "",
              f"`{run}`: a median {median(r['epoch_seconds'] for r in trp):.0f} s a training epoch, {len(trp)} of "
              f"{config.optim.epochs} epochs trained.", "",
@@ -1146,10 +1153,10 @@ def _fit_text(results: Results) -> list[str]:
         last = epochs[-1]
         shown = [n for n in FIT_EPOCHS if n < len(epochs)] + [len(epochs)]
         sums = ", ".join(f"{n}: {sum(epochs[n - 1]['ranks'].values())}" for n in shown)
-        scheme = _config(run).decompose.scheme
-        lines.append(f"| {label} | {scheme} | {100 * last['train_accuracy']:.2f} | "
+        config = _config(run)
+        lines.append(f"| {label} | {config.decompose.scheme} | {100 * last['train_accuracy']:.2f} | "
                      f"{100 * last['test_accuracy']:.2f} | {100 * (last['train_accuracy'] - last['test_accuracy']):.2f} | "
-                     f"{sums} | {full_rank_sum(last['ranks'], scheme)} |")
+                     f"{sums} | {full_rank_sum(last['ranks'], config)} |")
     if not lines:
         return []
     return ["", "### How each trained run fit", "",
@@ -1186,10 +1193,11 @@ def _data_fit_text(results: Results) -> list[str]:
             *(f"| {f['name']} | {f['rank']} | " + " | ".join(f"{f[key]:.3f}" for key in columns) + " |" for f in fits)]
 
 
-def full_rank_sum(layers: dict[str, int], scheme: str) -> int:
-    """Sum of the full ranks (the short side of each weight's ``scheme`` matrix) of ResNet-20's
-    conv ``layers``, named as in ``model.named_modules()``."""
-    modules = dict(create_model("resnet20").named_modules())
+def full_rank_sum(layers: dict[str, int], config: TrainConfig) -> int:
+    """Sum of the full ranks (the short side of each weight's matrix in ``config``'s scheme) of
+    the conv ``layers`` of the net ``config`` builds, named as in ``model.named_modules()``."""
+    modules = dict(model_of(config).named_modules())
+    scheme = config.decompose.scheme
     return sum(factorized_class_for(modules[name], scheme).full_rank_of(modules[name]) for name in layers)
 
 
@@ -1248,7 +1256,7 @@ def _authors_count_text(results: Results) -> list[str]:
                 continue
             _, paper_speedup = PAPER_TABLE.get(run, (None, None))
             rows.append(f"| {label} | {scheme} | {summary['decomposed']['conv_speedup']:.2f}x | "
-                        f"{authors_count_speedup(summary['ranks'], scheme):.2f}x | {_x(paper_speedup)} |")
+                        f"{authors_count_speedup(summary['ranks'], scheme, _shortcut(summary['config'])):.2f}x | {_x(paper_speedup)} |")
     if not rows:
         return []
     return ["", "### Speed-up as the TRP authors' code counts it", "",

@@ -372,6 +372,17 @@ def test_report_of_nothing_yet_lists_every_run_as_not_finished(tmp_path):
     assert {t["status"] for t in result["targets"]} == {"not finished"} and result["figures"] == []
 
 
+def test_full_rank_sum_counts_the_net_the_config_builds():
+    report = load_benchmark("report_cifar10")
+    layers = {"conv1": 1, "layer3.0.conv2": 1, "layer2.0.shortcut.0": 1, "layer3.0.shortcut.0": 1}
+    config = load_train_config(report.config_path("trp1-nu"), ['model.options={shortcut = "B"}'])
+    # channel scheme, n x (c kh kw): conv1 16 x 27, layer3.0.conv2 64 x 576, the 1x1 shortcuts 32 x 16 and 64 x 32
+    assert report.full_rank_sum(layers, config) == 16 + 64 + 16 + 32
+    spatial = load_train_config(report.config_path("trp2-nu"), ['model.options={shortcut = "B"}'])
+    # spatial scheme, (c kh) x (n kw): 9 x 48, 192 x 192, 16 x 32, 32 x 64
+    assert report.full_rank_sum(layers, spatial) == 9 + 192 + 16 + 32
+
+
 def test_lr_sum_matches_a_hand_count():
     report = load_benchmark("report_cifar10")
     from trp.train.config import OptimSection
