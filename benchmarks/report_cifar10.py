@@ -280,9 +280,9 @@ def uniform_plan(trp_run: str, results: Path = RESULTS) -> RankPlan:
     """The plan of a UNIFORM_RUNS run: every conv layer of a fresh ResNet-20 at the smallest
     common fraction of its full rank that reaches ``trp_run``'s conv-MAC speed-up, by its scheme
     (a fraction criterion does not depend on the weights)."""
-    summary = json.loads((results / trp_run / "summary.json").read_text())
-    config = dataclasses.replace(trp_config(trp_run).decompose_config(), decompose_linear=False)
-    model, example = model_of(trp_config(trp_run)), torch.zeros(1, 3, 32, 32)
+    summary, trained = json.loads((results / trp_run / "summary.json").read_text()), trp_config(trp_run)
+    config = dataclasses.replace(trained.decompose_config(), decompose_linear=False)
+    model, example = model_of(trained), torch.zeros(1, 3, 32, 32)
     found = criterion_for_speedup(model, config, example, summary["decomposed"]["conv_speedup"], family="fraction")
     return decompose_(model, dataclasses.replace(config, criterion=found.criterion), example).plan
 
